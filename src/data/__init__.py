@@ -1,0 +1,1 @@
+"""Datasets, splits, transforms and the data module (no model code here)."""
