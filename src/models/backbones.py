@@ -1,0 +1,131 @@
+"""Dilated torchvision ResNets for the student (output stride 8 or 16, no classifier).
+
+``build_backbone(depth=101, weights="imagenet")`` returns a :class:`ResNetBackbone` whose
+forward gives ``{"low": layer1, "out": layer4}``. ResNet-50/101 use torchvision's
+``replace_stride_with_dilation``; ResNet-18/34 (BasicBlock, which torchvision refuses to
+dilate) get the same dilation pattern by editing their 3x3 convolutions in place: the first
+block of a dilated stage keeps the previous dilation, the following blocks use the new one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torchvision.models as tvm
+from torch import Tensor, nn
+
+from src.errors import UserError
+
+DEPTHS = (18, 34, 50, 101)
+_BUILDERS = {18: tvm.resnet18, 34: tvm.resnet34, 50: tvm.resnet50, 101: tvm.resnet101}
+_WEIGHTS = {
+    18: tvm.ResNet18_Weights.IMAGENET1K_V1,
+    34: tvm.ResNet34_Weights.IMAGENET1K_V1,
+    50: tvm.ResNet50_Weights.IMAGENET1K_V1,
+    101: tvm.ResNet101_Weights.IMAGENET1K_V1,
+}
+
+
+class ResNetBackbone(nn.Module):
+    """A torchvision ResNet trunk (stem + layer1..4) without pooling and classifier."""
+
+    def __init__(self, resnet: tvm.ResNet, *, output_stride: int) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
+        self.layer1, self.layer2 = resnet.layer1, resnet.layer2
+        self.layer3, self.layer4 = resnet.layer3, resnet.layer4
+        expansion = 4 if isinstance(resnet.layer1[0], tvm.resnet.Bottleneck) else 1
+        self.low_level_channels = 64 * expansion  #: channels of ``"low"`` (layer1)
+        self.out_channels = 512 * expansion  #: channels of ``"out"`` (layer4)
+        self.output_stride = output_stride
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """``images`` (B, 3, H, W) -> ``{"low": (B, C1, H/4, W/4), "out": (B, C4, H/os, W/os)}``."""
+        low = self.layer1(self.stem(images))
+        out = self.layer4(self.layer3(self.layer2(low)))
+        return {"low": low, "out": out}
+
+
+def _dilate_basic_stage(stage: nn.Sequential, *, dilation: int, previous: int) -> None:
+    """Turn a BasicBlock stage's stride 2 into dilation (torchvision's convention)."""
+    for index, block in enumerate(stage):
+        d = previous if index == 0 else dilation
+        for conv in (block.conv1, block.conv2):
+            conv.stride = (1, 1)
+            conv.dilation = (d, d)
+            conv.padding = (d, d)
+        if block.downsample is not None:
+            block.downsample[0].stride = (1, 1)
+        block.stride = 1
+
+
+def _load_state(path: Path) -> dict[str, Tensor]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UserError(
+            f"backbone weights {path} hold a {type(state).__name__}, not a state dict",
+            "point student.backbone_weights at a torchvision ResNet state_dict file",
+        )
+    return {k.removeprefix("module."): v for k, v in state.items() if not k.startswith("fc.")}
+
+
+def imagenet_weights_file(depth: int) -> Path:
+    """Where torch hub caches torchvision's ImageNet weights for ResNet-``depth``."""
+    name = os.path.basename(_WEIGHTS[depth].url)
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
+
+
+def build_backbone(
+    *, depth: int = 101, weights: str | os.PathLike | None = "imagenet", output_stride: int = 8
+) -> ResNetBackbone:
+    """A ResNet-``depth`` trunk with output stride 8 (dilations 2, 4) or 16 (dilation 2).
+
+    ``weights``: ``"imagenet"`` (torchvision's IMAGENET1K_V1 file, read from the torch hub
+    cache, never downloaded), ``"none"``/``None`` (random init) or a local state-dict path.
+    """
+    if depth not in _BUILDERS:
+        raise UserError(f"unknown ResNet depth {depth!r}", f"choose one of {list(DEPTHS)}")
+    if output_stride not in (8, 16, 32):
+        raise UserError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
+    dilate = {8: [False, True, True], 16: [False, False, True], 32: [False, False, False]}
+    flags = dilate[output_stride]
+    if depth >= 50:
+        resnet = _BUILDERS[depth](weights=None, replace_stride_with_dilation=flags)
+    else:
+        resnet = _BUILDERS[depth](weights=None)
+        current = 1
+        for stage, flag in zip((resnet.layer2, resnet.layer3, resnet.layer4), flags, strict=True):
+            if flag:
+                _dilate_basic_stage(stage, dilation=current * 2, previous=current)
+                current *= 2
+    resnet.fc = nn.Identity()
+    if weights is not None and str(weights).lower() != "none":
+        if str(weights).lower() == "imagenet":
+            path = imagenet_weights_file(depth)
+            if not path.is_file():
+                raise UserError(
+                    f"ImageNet weights for ResNet-{depth} not found: {path.name} is not in "
+                    f"{path.parent} (torch hub's cache; this project never downloads)",
+                    f"download {_WEIGHTS[depth].url} into {path.parent} (or set TORCH_HOME), "
+                    "or use student.backbone_weights=none / a local file path",
+                )
+        else:
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise UserError(
+                    f"backbone weights file {path} does not exist",
+                    "give student.backbone_weights as imagenet, none, or an existing path",
+                )
+        state = _load_state(path)
+        missing, unexpected = resnet.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise UserError(
+                f"backbone weights {path} do not fit ResNet-{depth} "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]})",
+                f"use a torchvision resnet{depth} state dict",
+            )
+    return ResNetBackbone(resnet, output_stride=output_stride)

@@ -1,0 +1,229 @@
+"""Text embeddings of class names: prompt templates, per-class averaging, and an on-disk cache.
+
+Per class (REFERENCE section 4): encode every template filled with the class name,
+L2-normalise each encoding, average, L2-normalise again. Results are cached on disk, keyed by
+model, weights, templates and class names, so a second run encodes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from src.errors import UserError
+from src.utils.io import atomic_torch_save
+
+log = logging.getLogger(__name__)
+
+#: The 80 prompt templates of CLIP's ImageNet zero-shot classifier.
+IMAGENET_TEMPLATES: tuple[str, ...] = (
+    "a bad photo of a {}.",
+    "a photo of many {}.",
+    "a sculpture of a {}.",
+    "a photo of the hard to see {}.",
+    "a low resolution photo of the {}.",
+    "a rendering of a {}.",
+    "graffiti of a {}.",
+    "a bad photo of the {}.",
+    "a cropped photo of the {}.",
+    "a tattoo of a {}.",
+    "the embroidered {}.",
+    "a photo of a hard to see {}.",
+    "a bright photo of a {}.",
+    "a photo of a clean {}.",
+    "a photo of a dirty {}.",
+    "a dark photo of the {}.",
+    "a drawing of a {}.",
+    "a photo of my {}.",
+    "the plastic {}.",
+    "a photo of the cool {}.",
+    "a close-up photo of a {}.",
+    "a black and white photo of the {}.",
+    "a painting of the {}.",
+    "a painting of a {}.",
+    "a pixelated photo of the {}.",
+    "a sculpture of the {}.",
+    "a bright photo of the {}.",
+    "a cropped photo of a {}.",
+    "a plastic {}.",
+    "a photo of the dirty {}.",
+    "a jpeg corrupted photo of a {}.",
+    "a blurry photo of the {}.",
+    "a photo of the {}.",
+    "a good photo of the {}.",
+    "a rendering of the {}.",
+    "a {} in a video game.",
+    "a photo of one {}.",
+    "a doodle of a {}.",
+    "a close-up photo of the {}.",
+    "a photo of a {}.",
+    "the origami {}.",
+    "the {} in a video game.",
+    "a sketch of a {}.",
+    "a doodle of the {}.",
+    "a origami {}.",
+    "a low resolution photo of a {}.",
+    "the toy {}.",
+    "a rendition of the {}.",
+    "a photo of the clean {}.",
+    "a photo of a large {}.",
+    "a rendition of a {}.",
+    "a photo of a nice {}.",
+    "a photo of a weird {}.",
+    "a blurry photo of a {}.",
+    "a cartoon {}.",
+    "art of a {}.",
+    "a sketch of the {}.",
+    "a embroidered {}.",
+    "a pixelated photo of a {}.",
+    "itap of the {}.",
+    "a jpeg corrupted photo of the {}.",
+    "a good photo of a {}.",
+    "a plushie {}.",
+    "a photo of the nice {}.",
+    "a photo of the small {}.",
+    "a photo of the weird {}.",
+    "the cartoon {}.",
+    "art of the {}.",
+    "a drawing of the {}.",
+    "a photo of the large {}.",
+    "a black and white photo of a {}.",
+    "the plushie {}.",
+    "a dark photo of a {}.",
+    "itap of a {}.",
+    "graffiti of the {}.",
+    "a toy {}.",
+    "itap of my {}.",
+    "a photo of a cool {}.",
+    "a photo of a small {}.",
+    "a tattoo of the {}.",
+)
+
+#: The five scene templates MaskCLIP adds to the ImageNet ones.
+SCENE_TEMPLATES: tuple[str, ...] = (
+    "there is a {} in the scene.",
+    "there is the {} in the scene.",
+    "this is a {} in the scene.",
+    "this is the {} in the scene.",
+    "this is one {} in the scene.",
+)
+
+#: The paper's 85 templates (80 ImageNet + 5 scene), the default.
+TEMPLATES: tuple[str, ...] = IMAGENET_TEMPLATES + SCENE_TEMPLATES
+
+TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
+    "imagenet85": TEMPLATES,
+    "imagenet80": IMAGENET_TEMPLATES,
+    "scene5": SCENE_TEMPLATES,
+    "plain": ("{}",),
+    "photo": ("a photo of a {}.",),
+}
+
+#: How many prompts have been pushed through a text encoder in this process (tests read it).
+ENCODED_PROMPTS = {"count": 0}
+
+
+def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
+    """A template set name (``imagenet85``, ...) or a list of ``{}`` templates -> tuple."""
+    if isinstance(templates, str):
+        if templates not in TEMPLATE_SETS:
+            raise UserError(
+                f"unknown template set '{templates}'",
+                f"use one of {sorted(TEMPLATE_SETS)} or a list of strings with '{{}}'",
+            )
+        return TEMPLATE_SETS[templates]
+    out = tuple(str(t) for t in templates)
+    bad = [t for t in out if "{}" not in t]
+    if not out or bad:
+        raise UserError(
+            f"prompt templates must be a non-empty list of strings containing '{{}}' (got {bad or 'none'})",
+            "e.g. templates='[a photo of a {}.]' or templates=imagenet85",
+        )
+    return out
+
+
+def validate_class_names(class_names: Sequence[str]) -> list[str]:
+    """Strip names; reject an empty list, empty names and duplicates with a ``UserError``."""
+    names = [str(n).strip() for n in (class_names or [])]
+    if not names:
+        raise UserError(
+            "the class list is empty", "give at least one class, e.g. 'classes=[cat,dog]'"
+        )
+    if any(not n for n in names):
+        raise UserError(f"the class list {list(class_names)} has an empty name", "remove it")
+    seen: set[str] = set()
+    dups = sorted({n for n in names if n.lower() in seen or seen.add(n.lower())})
+    if dups:
+        raise UserError(f"duplicate class names: {dups}", "give each class once")
+    return names
+
+
+@torch.no_grad()
+def encode_class_names(
+    encode_text: Callable[[torch.Tensor], torch.Tensor],
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    class_names: Sequence[str],
+    templates: Sequence[str],
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 1024,
+) -> torch.Tensor:
+    """(K, D) L2-normalised class embeddings: mean of normalised per-template encodings."""
+    prompts = [t.format(name) for name in class_names for t in templates]
+    chunks = []
+    for start in range(0, len(prompts), batch_size):
+        tokens = tokenizer(prompts[start : start + batch_size]).to(device)
+        chunks.append(F.normalize(encode_text(tokens).float(), dim=-1))
+        ENCODED_PROMPTS["count"] += tokens.shape[0]
+    per_prompt = torch.cat(chunks).view(len(class_names), len(templates), -1)
+    return F.normalize(per_prompt.mean(dim=1), dim=-1).cpu()
+
+
+def cache_key(model_id: dict, class_names: Sequence[str], templates: Sequence[str]) -> str:
+    """A stable hash of everything the embeddings depend on."""
+    payload = json.dumps(
+        {"model": model_id, "classes": list(class_names), "templates": list(templates)},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def load_or_build(
+    key: str,
+    cache_dir: str | os.PathLike | None,
+    build: Callable[[], torch.Tensor],
+    *,
+    num_classes: int,
+) -> torch.Tensor:
+    """Return cached embeddings for ``key`` or ``build()`` them and cache them atomically.
+
+    A missing, unreadable, mismatched or non-finite cache file is rebuilt.
+    """
+    if cache_dir is None:
+        return build()
+    path = Path(cache_dir) / "text_embeddings" / f"{key[:32]}.pt"
+    if path.is_file():
+        try:
+            entry = torch.load(path, map_location="cpu", weights_only=True)
+            emb = entry["embeddings"]
+            if (
+                entry.get("key") == key
+                and isinstance(emb, torch.Tensor)
+                and emb.ndim == 2
+                and emb.shape[0] == num_classes
+                and torch.isfinite(emb).all()
+            ):
+                return emb.float()
+            log.warning("text-embedding cache %s does not match; rebuilding it", path)
+        except Exception as err:  # corrupt file: truncated, not a torch file, wrong content
+            log.warning("text-embedding cache %s is unreadable (%s); rebuilding it", path, err)
+    emb = build()
+    atomic_torch_save(path, {"key": key, "embeddings": emb})
+    return emb
