@@ -1,0 +1,309 @@
+"""The data module: raw dataset + background protocol + setting + augmentation -> batches.
+
+Samples follow the batch contract of :mod:`src.batch`. Training samples carry the setting's
+target (hidden pixels = 254) on an augmented crop; evaluation samples carry the image resized
+per protocol and the full ground truth at the label's original size.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities.seed import pl_worker_init_function
+from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
+
+from src.batch import BACKGROUND, CANDIDATES, IGNORE_INDEX, IMAGE, NAME, TARGET, UNLABELLED
+from src.data import datasets as _datasets  # noqa: F401  (fills the registry)
+from src.data.base import DATASETS, DataFileError, RawDataset
+from src.data.splits import (
+    candidate_mask,
+    check_setting,
+    eval_label_lut,
+    target_lut,
+    unseen_indices,
+    validate_setting,
+)
+from src.data.transforms import eval_transform, reseed, train_transform
+from src.errors import UserError
+
+log = logging.getLogger(__name__)
+
+#: CLIP's own normalisation (the default; the entry points pass the teacher's).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def dataset_builder(name: str) -> Any:
+    """The registered raw dataset builder ``name`` (importing ``src.data.<name>`` if needed)."""
+    if name not in DATASETS:
+        try:
+            importlib.import_module(f"src.data.{name}")
+        except ModuleNotFoundError:
+            pass
+    if name not in DATASETS:
+        raise UserError(
+            f"unknown dataset {name!r}", f"use one of {', '.join(sorted(DATASETS))} (data=...)"
+        )
+    return DATASETS[name]
+
+
+class SegmentationSamples(Dataset):
+    """Raw samples -> batch-contract dicts (training or evaluation flavour)."""
+
+    def __init__(
+        self,
+        raw: RawDataset,
+        *,
+        transform: Any,
+        label_lut: np.ndarray,
+        hide_lut: np.ndarray | None,
+        candidates: np.ndarray,
+        train: bool,
+        corruption: Callable[[np.ndarray, int], np.ndarray] | None = None,
+    ) -> None:
+        self.raw = raw
+        self.transform = transform
+        self.label_lut = label_lut
+        self.hide_lut = hide_lut
+        self.candidates = torch.from_numpy(candidates)
+        self.train = train
+        self.corruption = corruption  # eval only: (uint8 image, index) -> image, before resize
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.raw[index]
+        h, w = sample.image.shape[:2]
+        if sample.label is None:
+            fill = UNLABELLED if self.train else IGNORE_INDEX
+            label = np.full((h, w), fill, dtype=np.uint8)
+        else:
+            label = self.label_lut[sample.label]
+        if self.train:
+            if self.hide_lut is not None and sample.label is not None:
+                label = self.hide_lut[label]
+            out = self.transform(image=sample.image, mask=label)
+            image, target = out["image"], out["mask"]
+        else:
+            raw_image = sample.image
+            if self.corruption is not None:
+                raw_image = self.corruption(raw_image, index)
+            image, target = self.transform(image=raw_image)["image"], label
+        return {
+            IMAGE: torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            TARGET: torch.from_numpy(target.astype(np.int64)),
+            CANDIDATES: self.candidates.clone(),
+            NAME: sample.name,
+        }
+
+
+def _worker_init(worker_id: int) -> None:
+    """Seed a DataLoader worker: Python/numpy/torch as Lightning does, and the transform's
+    own random stream (albumentations would otherwise repeat one stream in every worker)."""
+    pl_worker_init_function(worker_id)
+    info = get_worker_info()
+    if info is not None and isinstance(info.dataset, SegmentationSamples):
+        rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+        reseed(info.dataset.transform, torch.initial_seed() + 1_000_003 * rank)
+
+
+def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    image_sizes = {tuple(s[IMAGE].shape) for s in samples}
+    target_sizes = {tuple(s[TARGET].shape) for s in samples}
+    if len(image_sizes) > 1 or len(target_sizes) > 1:
+        raise DataFileError(
+            "a batch holds images of different sizes: " + ", ".join(s[NAME] for s in samples),
+            "evaluate with data.val_batch_size=1 (sizes vary per image)",
+        )
+    return default_collate(samples)
+
+
+class SegmentationDataModule(pl.LightningDataModule):
+    """Segmentation data for one dataset, background protocol and training setting.
+
+    ``class_names`` are the dataset's classes without background; ``class_names`` (the
+    attribute) adds ``"background"`` first when ``count_background``. ``scale`` is the base
+    scale of the training rescale (long, short), ``eval_scale`` the evaluation resize (None:
+    keep the image as it is). ``dataset_options`` go to the raw dataset builder.
+    ``corruption`` (e.g. a :class:`src.data.corruptions.Corruption`) is called as
+    ``corruption(image, index)`` on each uint8 evaluation image before resize and normalisation.
+    """
+
+    def __init__(
+        self,
+        *,
+        dataset: str,
+        root: str,
+        class_names: Sequence[str],
+        has_background: bool | None = None,
+        count_background: bool = False,
+        setting: str = "supervised",
+        unseen_classes: Sequence[str] = (),
+        train_split: str = "train",
+        val_split: str = "val",
+        crop_size: int = 512,
+        scale: Sequence[int] = (2048, 512),
+        ratio_range: Sequence[float] = (0.5, 2.0),
+        cat_max_ratio: float = 0.75,
+        flip_prob: float = 0.5,
+        photometric: bool = True,
+        eval_scale: Sequence[int] | None = (2048, 512),
+        batch_size: int = 16,
+        val_batch_size: int = 1,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        mean: Sequence[float] = CLIP_MEAN,
+        std: Sequence[float] = CLIP_STD,
+        dataset_options: Mapping[str, Any] | None = None,
+        corruption: Callable[[np.ndarray, int], np.ndarray] | None = None,
+    ) -> None:
+        super().__init__()
+        builder = dataset_builder(dataset)
+        names = [str(n) for n in class_names]
+        if not names or len(set(names)) != len(names):
+            raise UserError(
+                f"data.class_names must be a non-empty list of distinct names, got {names}",
+                "set data.class_names, e.g. 'data.class_names=[cat, dog, grass, sky]'",
+            )
+        if has_background is None:
+            has_background = bool(getattr(builder, "has_background", False))
+        if count_background and not has_background:
+            raise UserError(
+                f"dataset {dataset!r} has no background class to count",
+                "set data.count_background=false",
+            )
+        self.dataset, self.root, self.builder = dataset, str(root), builder
+        self.dataset_options = dict(dataset_options or {})
+        self.corruption = corruption  # applied to evaluation images (see src.data.corruptions)
+        self.has_background, self.count_background = bool(has_background), bool(count_background)
+        self.setting = check_setting(setting)
+        self.teacher_class_names: list[str] = names
+        self.class_offset = 1 if self.count_background else 0
+        self.class_names: list[str] = [BACKGROUND] * self.class_offset + names
+        self.num_classes = len(self.class_names)
+        self.ignore_index = IGNORE_INDEX
+        self.unseen_indices: list[int] = unseen_indices(list(unseen_classes), self.class_names)
+        self.seen_indices = [i for i in range(self.num_classes) if i not in self.unseen_indices]
+        self.has_labels = bool(getattr(builder, "has_labels", True))
+        validate_setting(
+            setting=self.setting,
+            unseen=self.unseen_indices,
+            count_background=self.count_background,
+            has_labels=self.has_labels,
+        )
+        self.train_split, self.val_split = train_split, val_split
+        self.crop_size, self.scale, self.ratio_range = crop_size, tuple(scale), tuple(ratio_range)
+        self.cat_max_ratio, self.flip_prob, self.photometric = cat_max_ratio, flip_prob, photometric
+        self.eval_scale = None if eval_scale is None else tuple(eval_scale)
+        self.batch_size, self.val_batch_size = batch_size, val_batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        self.candidates = candidate_mask(
+            setting=self.setting,
+            num_classes=self.num_classes,
+            unseen=self.unseen_indices,
+            class_offset=self.class_offset,
+        )
+        self.label_lut = eval_label_lut(
+            has_background=self.has_background, count_background=self.count_background
+        )
+        self.train_set: SegmentationSamples | None = None
+        self.val_set: SegmentationSamples | None = None
+
+    # -- building ---------------------------------------------------------------------------
+    def build_raw(self, split: str) -> RawDataset:
+        """The raw dataset of ``split``, checked against the configured class names."""
+        raw = self.builder(root=self.root, split=split, **self.dataset_options)
+        max_class = getattr(raw, "max_class", None)
+        if max_class is not None and self.has_labels:
+            expected = max_class + (0 if self.has_background else 1)
+            if expected != len(self.teacher_class_names):
+                raise UserError(
+                    f"dataset {self.dataset!r} has {expected} classes (besides background) but "
+                    f"data.class_names lists {len(self.teacher_class_names)}",
+                    "give one name per class, in label order",
+                )
+        if len(raw) == 0:
+            raise UserError(f"dataset {self.dataset!r} split {split!r} at {self.root} is empty")
+        return raw
+
+    def train_dataset(self) -> SegmentationSamples:
+        """Training samples (built once)."""
+        if self.train_set is None:
+            transform = train_transform(
+                mean=self.mean,
+                std=self.std,
+                crop_size=self.crop_size,
+                scale=self.scale,
+                ratio_range=self.ratio_range,
+                cat_max_ratio=self.cat_max_ratio,
+                flip_prob=self.flip_prob,
+                photometric=self.photometric,
+            )
+            hide = target_lut(
+                setting=self.setting, num_classes=self.num_classes, unseen=self.unseen_indices
+            )
+            self.train_set = SegmentationSamples(
+                self.build_raw(self.train_split),
+                transform=transform,
+                label_lut=self.label_lut,
+                hide_lut=hide,
+                candidates=self.candidates,
+                train=True,
+            )
+        return self.train_set
+
+    def val_dataset(self) -> SegmentationSamples:
+        """Evaluation samples (built once): full ground truth at the label's size."""
+        if self.val_set is None:
+            if not self.has_labels:
+                log.warning(
+                    "dataset %r has no labels: evaluation targets are all void", self.dataset
+                )
+            self.val_set = SegmentationSamples(
+                self.build_raw(self.val_split),
+                transform=eval_transform(mean=self.mean, std=self.std, scale=self.eval_scale),
+                label_lut=self.label_lut,
+                hide_lut=None,
+                candidates=self.candidates,
+                train=False,
+                corruption=self.corruption,
+            )
+        return self.val_set
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit"):
+            self.train_dataset()
+        if stage in (None, "fit", "validate", "test"):
+            self.val_dataset()
+
+    # -- loaders ----------------------------------------------------------------------------
+    def _loader(self, data: Dataset, *, batch_size: int, train: bool) -> DataLoader:
+        return DataLoader(
+            data,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train and len(data) >= batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=_worker_init,
+            collate_fn=_collate,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset(), batch_size=self.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset(), batch_size=self.val_batch_size, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

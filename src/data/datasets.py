@@ -1,0 +1,256 @@
+"""Raw datasets in the layouts MMSegmentation users already have (see ``conf/data/*.yaml``).
+
+Each builder takes ``root`` and ``split`` (plus options) and returns a :class:`RawDataset`
+whose labels keep the dataset's own convention: VOC and PASCAL Context use 0 for background
+and 1..K for classes, COCO-Stuff uses 0..170 for classes; 255 is void everywhere. Missing
+folders, missing files, unreadable files, size mismatches and out-of-range label values are
+:class:`~src.errors.UserError` s naming the path and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from src.data.base import (
+    RawSample,
+    check_same_size,
+    pascal_palette,
+    read_image,
+    read_label,
+    register_dataset,
+)
+from src.errors import UserError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class PairedDataset:
+    """Image files with optional label files, decoded on access."""
+
+    has_background: bool = False  #: label 0 is background (VOC, Context)
+    has_labels: bool = True  #: samples carry labels
+    max_class: int = 0  #: the largest valid class value in the label files
+
+    def __init__(self, items: list[tuple[str, Path, Path | None]]) -> None:
+        self.items = items  # (name, image path, label path or None)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> RawSample:
+        name, image_path, label_path = self.items[index]
+        image = read_image(image_path)
+        label = None
+        if label_path is not None:
+            label = read_label(label_path, max_class=self.max_class, palette=self.palette())
+            check_same_size(image, label, image_path, label_path)
+        return RawSample(image=image, label=label, name=name)
+
+    def palette(self) -> np.ndarray | None:
+        """Colours for decoding RGB label files (None: RGB labels are an error)."""
+        return None
+
+
+def _require_dir(path: Path, what: str, prepare: str) -> None:
+    if not path.is_dir():
+        raise UserError(
+            f"{what} not found: looked for the folder {path}",
+            f"{prepare}; or point data.root at the folder that holds it",
+        )
+
+
+def _read_list(path: Path, prepare: str) -> list[str]:
+    if not path.is_file():
+        raise UserError(f"split list not found: looked for {path}", prepare)
+    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise UserError(f"split list {path} is empty", prepare)
+    return ids
+
+
+def _files(folder: Path) -> set[str]:
+    return set(os.listdir(folder)) if folder.is_dir() else set()
+
+
+def _missing_error(kind: str, path: Path, count: int, listed_in: Path) -> UserError:
+    more = f" ({count - 1} more entries are missing files too)" if count > 1 else ""
+    return UserError(
+        f"{kind} missing: {path}, listed in {listed_in}{more}",
+        "re-run the preparation script, or remove the entries from the list",
+    )
+
+
+VOC_PREPARE = (
+    "download VOC2012 (and SBD for the aug split) and run "
+    "`python scripts/prepare_voc_aug.py --devkit <VOCdevkit> --sbd <benchmark_RELEASE>`"
+)
+
+
+@register_dataset("voc")
+class VOCDataset(PairedDataset):
+    """PASCAL VOC 2012 (``root`` = ``VOCdevkit/VOC2012``), optionally with SBD's aug labels.
+
+    ``split="aug"`` is MMSegmentation's 10,582-image training set: the ids of ``train.txt``
+    plus ``aug.txt`` (and ``trainaug.txt`` when present), minus ``val.txt``. Labels come from
+    ``SegmentationClass/<id>.png`` when it exists, else ``SegmentationClassAug/<id>.png``.
+    Without an aug list, ``aug`` falls back to ``train`` with a warning.
+    """
+
+    has_background = True
+    max_class = 20
+
+    def __init__(self, *, root: str | os.PathLike, split: str) -> None:
+        root = Path(root)
+        _require_dir(root, "PASCAL VOC 2012 root", VOC_PREPARE)
+        _require_dir(root / "JPEGImages", "PASCAL VOC images", VOC_PREPARE)
+        lists = root / "ImageSets" / "Segmentation"
+        if split == "aug":
+            ids = _read_list(lists / "train.txt", VOC_PREPARE)
+            aug_lists = [lists / n for n in ("aug.txt", "trainaug.txt") if (lists / n).is_file()]
+            if not aug_lists:
+                log.warning("no %s: training on VOC train.txt only", lists / "aug.txt")
+            val = set(_read_list(lists / "val.txt", VOC_PREPARE)) if aug_lists else set()
+            for path in aug_lists:
+                ids += _read_list(path, VOC_PREPARE)
+            ids = [i for i in dict.fromkeys(ids) if i not in val]
+            list_path = aug_lists[0] if aug_lists else lists / "train.txt"
+        else:
+            list_path = lists / f"{split}.txt"
+            ids = _read_list(list_path, VOC_PREPARE)
+        images = _files(root / "JPEGImages")
+        seg, aug = _files(root / "SegmentationClass"), _files(root / "SegmentationClassAug")
+        items, missing = [], []
+        for i in ids:
+            image_path = root / "JPEGImages" / f"{i}.jpg"
+            if f"{i}.png" in seg:
+                label_path = root / "SegmentationClass" / f"{i}.png"
+            else:
+                label_path = root / "SegmentationClassAug" / f"{i}.png"
+            if f"{i}.jpg" not in images:
+                missing.append(("image", image_path))
+            elif f"{i}.png" not in seg and f"{i}.png" not in aug:
+                missing.append(("label", root / "SegmentationClass" / f"{i}.png"))
+            items.append((i, image_path, label_path))
+        if missing:
+            raise _missing_error(*missing[0], len(missing), list_path)
+        super().__init__(items)
+
+    def palette(self) -> np.ndarray:
+        return pascal_palette()
+
+
+CONTEXT_PREPARE = (
+    "download VOC2010 and PASCAL Context's trainval annotations and run "
+    "`python scripts/prepare_pascal_context.py --devkit <VOCdevkit> --annotations <trainval>`"
+)
+
+
+@register_dataset("context59")
+@register_dataset("context60")
+class ContextDataset(PairedDataset):
+    """PASCAL Context (``root`` = ``VOCdevkit/VOC2010``): labels 0..59, 0 = background.
+
+    The same files serve Context-59 (background not counted) and Context-60 (counted); the
+    data module applies the protocol.
+    """
+
+    has_background = True
+    max_class = 59
+
+    def __init__(self, *, root: str | os.PathLike, split: str) -> None:
+        root = Path(root)
+        _require_dir(root, "PASCAL Context (VOC2010) root", CONTEXT_PREPARE)
+        _require_dir(root / "JPEGImages", "VOC2010 images", CONTEXT_PREPARE)
+        _require_dir(root / "SegmentationClassContext", "PASCAL Context labels", CONTEXT_PREPARE)
+        list_path = root / "ImageSets" / "SegmentationContext" / f"{split}.txt"
+        ids = _read_list(list_path, CONTEXT_PREPARE)
+        images, labels = _files(root / "JPEGImages"), _files(root / "SegmentationClassContext")
+        items, missing = [], []
+        for i in ids:
+            image_path = root / "JPEGImages" / f"{i}.jpg"
+            label_path = root / "SegmentationClassContext" / f"{i}.png"
+            if f"{i}.jpg" not in images:
+                missing.append(("image", image_path))
+            elif f"{i}.png" not in labels:
+                missing.append(("label", label_path))
+            items.append((i, image_path, label_path))
+        if missing:
+            raise _missing_error(*missing[0], len(missing), list_path)
+        super().__init__(items)
+
+
+COCO_PREPARE = (
+    "download COCO 2017 images and stuffthingmaps_trainval2017 and run "
+    "`python scripts/prepare_coco_stuff.py --root <coco_stuff164k>`"
+)
+
+
+@register_dataset("cocostuff171")
+class CocoStuffDataset(PairedDataset):
+    """COCO-Stuff 164k (``root`` = ``coco_stuff164k``): labels 0..170, 255 = unlabeled.
+
+    Every ``images/<split>2017/*.jpg`` is a sample; its label is
+    ``annotations/<split>2017/<stem>_labelTrainIds.png``.
+    """
+
+    has_background = False
+    max_class = 170
+
+    def __init__(self, *, root: str | os.PathLike, split: str) -> None:
+        root = Path(root)
+        folder = split if split.endswith("2017") else f"{split}2017"
+        _require_dir(root, "COCO-Stuff 164k root", COCO_PREPARE)
+        image_dir, label_dir = root / "images" / folder, root / "annotations" / folder
+        _require_dir(image_dir, "COCO-Stuff images", COCO_PREPARE)
+        _require_dir(label_dir, "COCO-Stuff labels", COCO_PREPARE)
+        labels = _files(label_dir)
+        names = sorted(f for f in os.listdir(image_dir) if f.lower().endswith(".jpg"))
+        if not names:
+            raise UserError(f"no .jpg images in {image_dir}", COCO_PREPARE)
+        items, missing = [], []
+        for fname in names:
+            stem = fname.rsplit(".", 1)[0]
+            label_name = f"{stem}_labelTrainIds.png"
+            if label_name not in labels:
+                missing.append(("label", label_dir / label_name))
+            items.append((stem, image_dir / fname, label_dir / label_name))
+        if missing:
+            raise _missing_error(*missing[0], len(missing), image_dir)
+        super().__init__(items)
+
+
+@register_dataset("folder")
+class FolderDataset(PairedDataset):
+    """Any folder of images, without labels (annotation-free training and prediction).
+
+    ``split`` is ignored: every split lists the same images. ``recursive=True`` also takes
+    images from sub-folders (names are then the relative paths without suffix).
+    """
+
+    has_labels = False
+
+    def __init__(
+        self, *, root: str | os.PathLike, split: str = "train", recursive: bool = False
+    ) -> None:
+        root = Path(root)
+        _require_dir(root, "image folder", "create it and put images in it")
+        paths = root.rglob("*") if recursive else root.iterdir()
+        files = sorted(p for p in paths if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise UserError(
+                f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root}",
+                "point data.root at a folder of images"
+                + (
+                    ""
+                    if recursive
+                    else " (or set data.dataset_options.recursive=true for sub-folders)"
+                ),
+            )
+        items = [(str(p.relative_to(root).with_suffix("")), p, None) for p in files]
+        super().__init__(items)
