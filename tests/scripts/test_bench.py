@@ -1,0 +1,53 @@
+"""scripts/bench.py at tiny size: the measured ratio, the text cache timing, the JSON merge."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ratio_and_text_times_at_tiny_size(bench, tmp_path: Path) -> None:
+    r = bench.teacher_over_encode_image("dc-test-rn", batch=1, num_classes=3, repeats=2, warmup=1)
+    assert r["resolution"] == 64 and r["classes"] == 3 and r["repeats"] == 2
+    assert r["ratio"] == pytest.approx(r["teacher_forward_ms"] / r["encode_image_ms"], rel=0.01)
+    t = bench.text_embedding_times(
+        "dc-test-rn",
+        class_names=["cat", "dog", "red car"],
+        num_templates=4,
+        measure_templates=2,
+        cache_dir=tmp_path,
+        load_repeats=2,
+    )
+    assert t["prompts"] == 12 and t["build_extrapolated"] and t["cache_entry"] == [3, 32]
+    assert 0 < t["load_from_cache_s"] < 1.0
+    assert list((tmp_path / "text_embeddings").glob("*.pt"))  # it really went through the cache
+
+
+def test_results_merge_keeps_other_keys_and_markdown_lists_them(bench, tmp_path: Path) -> None:
+    path = tmp_path / "benchmarks.json"
+    other = {"teacher_overhead_in_step": {"ratio": 0.3}}
+    path.write_text(json.dumps({**other, "teacher_over_encode_image": {"RN50": {"cpu": {}}}}))
+    run = {"ratio": 0.9, "teacher_forward_ms": 9.0, "encode_image_ms": 10.0, "batch": 2,
+           "resolution": 224, "classes": 171}  # fmt: skip
+    data = bench.merge_results(path, {"teacher_over_encode_image": {"ViT-B-16": {"cpu": run}}})
+    assert data["teacher_overhead_in_step"] == other["teacher_overhead_in_step"]
+    assert set(data["teacher_over_encode_image"]) == {"RN50", "ViT-B-16"}
+    data["teacher_over_encode_image"] = {"ViT-B-16": {"cpu": run}}
+    bench.write_outputs(data, path, tmp_path / "BENCHMARKS.md")
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "| ViT-B-16 | cpu | 0.900 | 9.0 | 10.0 | 2 | 224 | 171 | yes |" in md
+    assert "## teacher_overhead_in_step" in md
+    assert json.loads(path.read_text())["teacher_overhead_in_step"] == {"ratio": 0.3}
