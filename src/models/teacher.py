@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from src.models import refine
 from src.models.clip_registry import create_clip
-from src.models.dense_heads import dense_extractor, output_stride
+from src.models.dense_heads import dense_extractor, output_stride, pad_to_multiple
 from src.models.text import (
     cache_key,
     encode_class_names,
@@ -154,9 +154,13 @@ class DenseClipTeacher(pl.LightningModule):
     ) -> torch.Tensor:
         """(B, K, H, W) scores upsampled bilinearly to ``size`` (default: the input's size)."""
         h, w = images.shape[-2:]
+        # ViT input is padded to the patch size; a ResNet needs at least 32 px per side
+        padded = self.stride != 32 or min(h, w) < self.stride
+        if padded:
+            images = pad_to_multiple(images, self.stride)
         scores = self.dense_scores(images)
-        if self.stride != 32:  # ViT input was padded to the patch size: crop the padding away
-            ph, pw = -(-h // self.stride) * self.stride, -(-w // self.stride) * self.stride
+        if padded:  # upsample to the padded size, then crop the padding away
+            ph, pw = images.shape[-2:]
             scores = F.interpolate(scores, size=(ph, pw), mode="bilinear", align_corners=False)
             scores = scores[..., :h, :w]
         out = size if size is not None else (h, w)

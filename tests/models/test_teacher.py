@@ -219,3 +219,9 @@ def test_tag_weights_found_in_clip_cache_or_clear_offline_error(tmp_path, monkey
     _trace(src, cached)
     t = DenseClipTeacher(clip_model="dc-test-rn", pretrained="fake", class_names=["cat"])
     assert torch.equal(t.clip.visual.conv1.weight, src.visual.conv1.weight)
+
+
+@pytest.mark.parametrize("model", ["dc-test-rn", "dc-test-vit"])
+def test_tiny_images_are_padded_not_crashing(model: str) -> None:
+    t = DenseClipTeacher(clip_model=model, pretrained=None, class_names=["a", "b"])
+    assert t(torch.randn(1, 3, 20, 45)).shape == (1, 2, 20, 45)
