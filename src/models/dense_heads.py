@@ -27,17 +27,28 @@ def resnet_trunk(visual: ModifiedResNet, images: torch.Tensor) -> torch.Tensor:
     return visual.layer4(visual.layer3(visual.layer2(visual.layer1(x))))
 
 
-def _linear_1x1(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    """Apply a Linear layer at every location of a (B, C, h, w) map (a 1x1 conv)."""
-    return F.linear(x.permute(0, 2, 3, 1), layer.weight, layer.bias).permute(0, 3, 1, 2)
+def _linear_1x1(x: torch.Tensor, *layers: nn.Linear) -> torch.Tensor:
+    """Apply Linear layers in turn at every location of a (B, C, h, w) map (1x1 convs).
+
+    The map is flattened to (B*h*w, C) rows once, so each layer is one plain matrix product
+    (a Linear on a permuted 4-D view runs as a slower batched product).
+    """
+    b, c, h, w = x.shape
+    y = x.permute(0, 2, 3, 1).reshape(b * h * w, c)
+    for layer in layers:
+        y = F.linear(y, layer.weight, layer.bias)
+    return y.view(b, h, w, -1).permute(0, 3, 1, 2).contiguous()
 
 
-def resnet_dense(visual: ModifiedResNet, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dense features ``c_proj(v_proj(x))`` and keys ``k_proj(x)`` of a ResNet CLIP."""
+def resnet_dense(
+    visual: ModifiedResNet, images: torch.Tensor, *, with_keys: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Dense features ``c_proj(v_proj(x))`` and keys ``k_proj(x)`` (``None`` unless
+    ``with_keys``: only key smoothing needs them) of a ResNet CLIP."""
     x = resnet_trunk(visual, images)
     pool = visual.attnpool
-    feats = _linear_1x1(_linear_1x1(x, pool.v_proj), pool.c_proj)
-    keys = _linear_1x1(x, pool.k_proj)
+    feats = _linear_1x1(x, pool.v_proj, pool.c_proj)
+    keys = _linear_1x1(x, pool.k_proj) if with_keys else None
     return feats, keys
 
 
@@ -62,8 +73,11 @@ def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(images, (0, pw, 0, ph)) if (ph or pw) else images
 
 
-def vit_dense(visual: VisionTransformer, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dense features and last-block keys of a ViT CLIP; input padded to the patch size."""
+def vit_dense(
+    visual: VisionTransformer, images: torch.Tensor, *, with_keys: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Dense features and last-block keys (``None`` unless ``with_keys``) of a ViT CLIP;
+    input padded to the patch size."""
     if getattr(visual, "attn_pool", None) is not None:
         raise ValueError("ViT towers with an attentional pooler are not supported by DenseCLIP")
     patch = visual.patch_size[0]
@@ -92,7 +106,6 @@ def vit_dense(visual: VisionTransformer, images: torch.Tensor) -> tuple[torch.Te
     y = last.ln_1(x)
     w_q, w_k, w_v = attn.in_proj_weight.chunk(3, dim=0)
     b_q, b_k, b_v = attn.in_proj_bias.chunk(3, dim=0)
-    keys = F.linear(y, w_k, b_k)
     v = F.linear(y, w_v, b_v)
     v = x + last.ls_1(attn.out_proj(v))
     v = v + last.ls_2(last.mlp(last.ln_2(v)))
@@ -100,7 +113,9 @@ def vit_dense(visual: VisionTransformer, images: torch.Tensor) -> tuple[torch.Te
     if visual.proj is not None:
         v = v @ visual.proj
     feats = v[:, 1:].transpose(1, 2).reshape(b, -1, gh, gw)
-    keys = keys[:, 1:].transpose(1, 2).reshape(b, -1, gh, gw)
+    if not with_keys:
+        return feats, None
+    keys = F.linear(y[:, 1:], w_k, b_k).transpose(1, 2).reshape(b, -1, gh, gw)
     return feats, keys
 
 

@@ -22,6 +22,7 @@ from src.models.dense_heads import dense_extractor, output_stride, pad_to_multip
 from src.models.text import (
     cache_key,
     encode_class_names,
+    fast_text_encoder,
     load_or_build,
     resolve_templates,
     validate_class_names,
@@ -116,7 +117,7 @@ class DenseClipTeacher(pl.LightningModule):
             log.info("encoding %d classes x %d templates", len(names), len(self.templates))
             device = self.clip.logit_scale.device
             return encode_class_names(
-                self.clip.encode_text, self.tokenizer, names, self.templates, device=device
+                fast_text_encoder(self.clip), self.tokenizer, names, self.templates, device=device
             )
 
         cache_dir = self.cache_dir if weights_id is not None else None
@@ -133,12 +134,12 @@ class DenseClipTeacher(pl.LightningModule):
     @torch.no_grad()
     def dense_features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, D, h, w) per-location CLIP embeddings, before normalisation."""
-        return self._extract(self.clip.visual, images)[0].float()
+        return self._extract(self.clip.visual, images, with_keys=False)[0].float()
 
     @torch.no_grad()
     def dense_scores(self, images: torch.Tensor) -> torch.Tensor:
         """(B, K, h, w) cosine scores at feature resolution (refinements applied if on)."""
-        feats, keys = self._extract(self.clip.visual, images)
+        feats, keys = self._extract(self.clip.visual, images, with_keys=self.key_smoothing)
         feats = F.normalize(feats.float(), dim=1)
         text = self.text_embeddings.to(feats)
         cos = torch.einsum("bdhw,kd->bkhw", feats, text)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import text_global_pool
 
 from src.errors import UserError
 from src.utils.io import atomic_torch_save
@@ -163,6 +164,34 @@ def validate_class_names(class_names: Sequence[str]) -> list[str]:
     if dups:
         raise UserError(f"duplicate class names: {dups}", "give each class once")
     return names
+
+
+def fast_text_encoder(clip: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``clip.encode_text`` without the padding after the longest prompt of a batch.
+
+    CLIP's text transformer is causal and pools at the end-of-text token, so the padding never
+    influences the result: dropping it gives the same embeddings (to float rounding) several
+    times faster for short prompts. Falls back to ``clip.encode_text`` for other text towers.
+    """
+    needed = ("token_embedding", "positional_embedding", "attn_mask", "transformer", "ln_final")
+    pool = getattr(clip, "text_pool_type", None)
+    if not all(getattr(clip, n, None) is not None for n in needed) or pool not in ("argmax", "eos"):
+        return clip.encode_text
+
+    def encode(tokens: torch.Tensor) -> torch.Tensor:
+        length = int((tokens != 0).sum(dim=1).max())  # pad id is 0; SOT/EOT are not
+        tokens = tokens[:, :length]
+        cast = clip.transformer.get_cast_dtype()
+        x = clip.token_embedding(tokens).to(cast) + clip.positional_embedding[:length].to(cast)
+        x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])
+        x = clip.ln_final(x)
+        x = text_global_pool(x, tokens, pool, eos_token_id=getattr(clip, "text_eos_id", None))
+        proj = clip.text_projection
+        if proj is not None:
+            x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+        return x
+
+    return encode
 
 
 @torch.no_grad()

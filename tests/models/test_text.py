@@ -73,3 +73,12 @@ def test_random_weights_are_never_cached(tmp_path) -> None:
         clip_model="dc-test-rn", pretrained=None, class_names=["a"], cache_dir=tmp_path
     )
     assert not list(tmp_path.rglob("*.pt"))
+
+
+def test_fast_text_encoder_equals_encode_text() -> None:
+    model = open_clip.create_model("dc-test-rn").eval()
+    tok = open_clip.get_tokenizer("dc-test-rn")
+    tokens = tok(["a photo of a red car.", "Batman", "there is the tv monitor in the scene."])
+    with torch.no_grad():
+        fast = text.fast_text_encoder(model)(tokens)
+        assert torch.allclose(fast, model.encode_text(tokens), atol=1e-5)

@@ -20,9 +20,13 @@ def bench():
 
 
 def test_ratio_and_text_times_at_tiny_size(bench, tmp_path: Path) -> None:
-    r = bench.teacher_over_encode_image("dc-test-rn", batch=1, num_classes=3, repeats=2, warmup=1)
-    assert r["resolution"] == 64 and r["classes"] == 3 and r["repeats"] == 2
-    assert r["ratio"] == pytest.approx(r["teacher_forward_ms"] / r["encode_image_ms"], rel=0.01)
+    runs = bench.teacher_over_encode_image(
+        "dc-test-rn", batch=1, classes=[3, 5], repeats=2, warmup=1
+    )
+    assert [(r["classes"], r["resolution"], r["repeats"]) for r in runs] == [(3, 64, 2), (5, 64, 2)]
+    for r in runs:
+        assert r["ratio"] > 0 and r["dense_scores_ratio"] > 0 and r["encode_image_ms"] > 0
+    assert bench.paired_ratio([2.0, 9.0, 3.0], [1.0, 3.0, 1.0]) == 3.0  # median of 2, 3, 3
     t = bench.text_embedding_times(
         "dc-test-rn",
         class_names=["cat", "dog", "red car"],
@@ -39,15 +43,15 @@ def test_ratio_and_text_times_at_tiny_size(bench, tmp_path: Path) -> None:
 def test_results_merge_keeps_other_keys_and_markdown_lists_them(bench, tmp_path: Path) -> None:
     path = tmp_path / "benchmarks.json"
     other = {"teacher_overhead_in_step": {"ratio": 0.3}}
-    path.write_text(json.dumps({**other, "teacher_over_encode_image": {"RN50": {"cpu": {}}}}))
-    run = {"ratio": 0.9, "teacher_forward_ms": 9.0, "encode_image_ms": 10.0, "batch": 2,
-           "resolution": 224, "classes": 171}  # fmt: skip
-    data = bench.merge_results(path, {"teacher_over_encode_image": {"ViT-B-16": {"cpu": run}}})
+    path.write_text(json.dumps({**other, "teacher_over_encode_image": {"runs": []}}))
+    run = {"model": "ViT-B-16", "device": "cpu", "classes": 171, "ratio": 1.1,
+           "dense_scores_ratio": 0.9, "teacher_forward_ms": 11.0, "dense_scores_ms": 9.0,
+           "encode_image_ms": 10.0, "batch": 2, "resolution": 224, "threads": 1}  # fmt: skip
+    data = bench.merge_results(path, {"teacher_over_encode_image": {"runs": [run]}})
     assert data["teacher_overhead_in_step"] == other["teacher_overhead_in_step"]
-    assert set(data["teacher_over_encode_image"]) == {"RN50", "ViT-B-16"}
-    data["teacher_over_encode_image"] = {"ViT-B-16": {"cpu": run}}
     bench.write_outputs(data, path, tmp_path / "BENCHMARKS.md")
     md = (tmp_path / "BENCHMARKS.md").read_text()
-    assert "| ViT-B-16 | cpu | 0.900 | 9.0 | 10.0 | 2 | 224 | 171 | yes |" in md
+    row = "| ViT-B-16 | cpu | 171 | 1.100 | 0.900 | 11.0 | 9.0 | 10.0 | 2 x 224px | 1 | **no** |"
+    assert row in md
     assert "## teacher_overhead_in_step" in md
     assert json.loads(path.read_text())["teacher_overhead_in_step"] == {"ratio": 0.3}

@@ -1,0 +1,403 @@
+"""Speed benchmarks (``make bench``): writes docs/benchmarks.json and docs/BENCHMARKS.md.
+
+- ``teacher_over_encode_image``: the DenseCLIP teacher's forward (dense features, cosine
+  logits for each of ``--classes`` vocabulary sizes, upsampled to the input) over
+  open_clip's own ``encode_image``, same CLIP instance, batch and resolution (each model's
+  native one), random weights (nothing is downloaded); also the dense pass alone (before
+  the upsampling). They are timed alternately in one run; each time is the median of
+  ``--repeats`` runs after ``--warmup`` runs, on ``--threads`` threads. Goal: at most 1.05.
+- ``text_embeddings``: class embeddings of the 171 COCO-Stuff classes x 85 templates with
+  RN50's text tower (random weights, CPU): time to build once (measured on the first
+  ``--text-templates`` templates and scaled to all 85, since encoding is linear in the
+  number of prompts; ``--text-templates 85`` measures it all) and time to load from the cache
+  (an explicit cache folder in a temporary directory). Goal for the load: under 1 s.
+
+The JSON is merged: keys other benchmarks wrote (e.g. ``teacher_overhead_in_step``) are kept,
+and BENCHMARKS.md is regenerated from the whole file.
+
+    python scripts/bench.py                 # the full set, a few minutes on 2 CPU cores
+    python scripts/bench.py --quick --out /tmp/b.json   # tiny models, seconds (smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from src.utils.io import atomic_save_json, atomic_write_text  # noqa: E402
+
+GOAL_RATIO = 1.05
+GOAL_LOAD_S = 1.0
+MY_KEYS = ("teacher_over_encode_image", "text_embeddings", "machine")
+
+
+# ---------------------------------------------------------------------- timing
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_clock(device: torch.device) -> tuple[Callable[[], float], str]:
+    """The clock to time with: the calling thread's CPU time when torch runs on one CPU
+    thread (it does not count the time other processes hold the core, so a shared machine
+    gives steady ratios), else wall time."""
+    if device.type == "cpu" and torch.get_num_threads() == 1:
+        return time.thread_time, "thread CPU time"
+    return time.perf_counter, "wall time"
+
+
+def interleaved_times(
+    fns: dict[str, Callable[[], Any]], *, repeats: int, warmup: int, device: torch.device
+) -> dict[str, list[float]]:
+    """Seconds per call of each function, calling them in turn so that a change in machine
+    load hits all of them alike; the order rotates every round (``ABC BCA CAB ...``) so that
+    none always runs first."""
+    clock, _ = bench_clock(device)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for i in range(warmup + repeats):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            fn = fns[name]
+            _sync(device)
+            start = clock()
+            fn()
+            _sync(device)
+            if i >= warmup:
+                times[name].append(clock() - start)
+    return times
+
+
+def paired_ratio(num: Sequence[float], den: Sequence[float]) -> float:
+    """Median over repeats of ``num[i] / den[i]`` (pairs timed back to back)."""
+    return statistics.median(a / b for a, b in zip(num, den, strict=True))
+
+
+def teacher_over_encode_image(
+    clip_model: str,
+    *,
+    batch: int = 2,
+    classes: Sequence[int] = (20, 171),
+    repeats: int = 5,
+    warmup: int = 1,
+    device: str = "cpu",
+) -> list[dict[str, Any]]:
+    """Teacher forward time / ``encode_image`` time of the same random-weight CLIP, for each
+    vocabulary size in ``classes``; also the dense pass alone (``dense_scores``: features and
+    cosine scores at feature resolution, before the upsampling to the input size)."""
+    from src.models.teacher import DenseClipTeacher
+
+    dev = torch.device(device)
+    teacher = DenseClipTeacher(
+        clip_model=clip_model,
+        pretrained=None,
+        class_names=["class 0"],
+        templates="photo",  # one template: the vocabulary's size, not its text, costs here
+    ).to(dev)
+    size = teacher.image_size
+    images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(dev)
+    runs = []
+    for k in classes:
+        teacher.set_class_names([f"class {i}" for i in range(k)])
+        with torch.inference_mode():
+            times = interleaved_times(
+                {
+                    "forward": lambda: teacher(images),
+                    "dense_scores": lambda: teacher.dense_scores(images),
+                    "encode_image": lambda: teacher.clip.encode_image(images),
+                },
+                repeats=repeats,
+                warmup=warmup,
+                device=dev,
+            )
+        ms = {name: 1000 * statistics.median(t) for name, t in times.items()}
+        runs.append(
+            {
+                "model": clip_model,
+                "device": device,
+                "classes": k,
+                "ratio": round(paired_ratio(times["forward"], times["encode_image"]), 4),
+                "dense_scores_ratio": round(
+                    paired_ratio(times["dense_scores"], times["encode_image"]), 4
+                ),
+                "teacher_forward_ms": round(ms["forward"], 2),
+                "dense_scores_ms": round(ms["dense_scores"], 2),
+                "encode_image_ms": round(ms["encode_image"], 2),
+                "batch": batch,
+                "resolution": size,
+                "repeats": repeats,
+                "warmup": warmup,
+                "threads": torch.get_num_threads(),
+                "clock": bench_clock(dev)[1],
+            }
+        )
+    return runs
+
+
+def text_embedding_times(
+    clip_model: str = "RN50",
+    *,
+    class_names: Sequence[str],
+    num_templates: int = 85,
+    measure_templates: int | None = None,
+    cache_dir: str | os.PathLike,
+    load_repeats: int = 5,
+) -> dict[str, Any]:
+    """Build the (K, D) text embeddings once (timed) and load them from the cache (timed)."""
+    import open_clip
+
+    from src.models.clip_registry import create_clip
+    from src.models.text import TEMPLATES, cache_key, encode_class_names, load_or_build
+
+    templates = TEMPLATES[:num_templates]
+    measured = templates[: measure_templates or num_templates]
+    clip = create_clip(clip_model, None).eval()
+    tokenizer = open_clip.get_tokenizer(clip_model)
+    names = list(class_names)
+
+    def build() -> torch.Tensor:
+        return encode_class_names(clip.encode_text, tokenizer, names, measured)
+
+    key = cache_key({"model": clip_model, "weights": "random (bench)"}, names, measured)
+    clock, clock_name = bench_clock(torch.device("cpu"))
+    start = clock()
+    emb = load_or_build(key, cache_dir, build, num_classes=len(names))
+    build_s = clock() - start
+
+    def must_not_build() -> torch.Tensor:
+        raise RuntimeError("the text cache was not used")
+
+    loads = []
+    for _ in range(load_repeats):
+        start = time.perf_counter()
+        again = load_or_build(key, cache_dir, must_not_build, num_classes=len(names))
+        loads.append(time.perf_counter() - start)
+    assert torch.equal(again, emb)
+    scale = len(templates) / len(measured)
+    return {
+        "clip_model": clip_model,
+        "classes": len(names),
+        "templates": len(templates),
+        "prompts": len(names) * len(templates),
+        "build_s": round(build_s * scale, 3),
+        "build_measured_templates": len(measured),
+        "build_extrapolated": len(measured) != len(templates),
+        "build_clock": clock_name,
+        "load_from_cache_s": round(statistics.median(loads), 4),
+        "cache_entry": list(emb.shape),
+        "threads": torch.get_num_threads(),
+    }
+
+
+# ---------------------------------------------------------------------- reporting
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, torch version, GPU (if any) and date."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    try:
+        info["load_average_1min"] = round(os.getloadavg()[0], 2)
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def merge_results(path: Path, updates: dict[str, Any]) -> dict[str, Any]:
+    """Read ``path`` (if any), replace the keys in ``updates``, keep every other key."""
+    data: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            print(f"warning: {path} is not valid JSON; starting a new one", file=sys.stderr)
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return data
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    """BENCHMARKS.md from the benchmark JSON (every key, known ones as tables)."""
+    lines = ["# Benchmarks", "", "Generated by `make bench` (`scripts/bench.py`) from `docs/benchmarks.json`;", "do not edit by hand.", ""]  # fmt: skip
+    machine = data.get("machine", {})
+    if machine:
+        lines += ["## Machine", ""]
+        lines += [f"- {k}: {v}" for k, v in machine.items()]
+        lines.append("")
+    ratio = data.get("teacher_over_encode_image")
+    if isinstance(ratio, dict):
+        goal = ratio.get("goal_max", GOAL_RATIO)
+        lines += [
+            "## Teacher forward / CLIP `encode_image`",
+            "",
+            "Same CLIP instance (random weights), batch and native resolution; the three are "
+            "timed alternately after warm-up (on one CPU thread with the thread's CPU time); "
+            "times are medians, ratios the median of the back-to-back pairs' ratios. "
+            f"Goal: forward / encode_image at most {goal}. "
+            "`dense` is the dense pass alone (features and cosine scores at feature "
+            "resolution); `forward` adds the bilinear upsampling of the K score maps to the "
+            "input size, whose cost grows with K x H x W: at 171 classes a batch of two 224 px "
+            "images gives 2 x 171 x 224 x 224 floats (69 MB), and allocating and writing them "
+            "alone costs about a tenth of an RN50 `encode_image` on one CPU thread.",
+            "",
+            "| model | device | classes | forward / encode_image | dense / encode_image | forward (ms) | dense (ms) | encode_image (ms) | batch x resolution | threads | goal met |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in ratio.get("runs", []):
+            ok = "yes" if r["ratio"] <= goal else "**no**"
+            lines.append(
+                f"| {r['model']} | {r['device']} | {r['classes']} | {r['ratio']:.3f} | "
+                f"{r['dense_scores_ratio']:.3f} | {r['teacher_forward_ms']:.1f} | "
+                f"{r['dense_scores_ms']:.1f} | {r['encode_image_ms']:.1f} | "
+                f"{r['batch']} x {r['resolution']}px | {r['threads']} | {ok} |"
+            )
+        lines.append("")
+    text = data.get("text_embeddings")
+    if isinstance(text, dict):
+        lines += ["## Text embeddings", ""]
+        for dev, t in text.items():
+            if not isinstance(t, dict):
+                continue
+            how = (
+                f"extrapolated from {t['build_measured_templates']} of {t['templates']} templates"
+                if t.get("build_extrapolated")
+                else "measured"
+            )
+            ok = "yes" if t["load_from_cache_s"] < GOAL_LOAD_S else "**no**"
+            lines += [
+                f"- {t['clip_model']} text tower on {dev}, {t['classes']} classes x "
+                f"{t['templates']} templates ({t['prompts']} prompts):",
+                f"  - build once: {t['build_s']:.1f} s ({how}; {t.get('build_clock', 'wall time')})",
+                f"  - load from cache: {t['load_from_cache_s']:.4f} s "
+                f"(goal under {GOAL_LOAD_S:.0f} s: {ok})",
+            ]
+        lines.append("")
+    others = {k: v for k, v in data.items() if k not in MY_KEYS}
+    for key, value in others.items():
+        lines += [
+            f"## {key}",
+            "",
+            "```json",
+            json.dumps(value, indent=2, sort_keys=True),
+            "```",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def write_outputs(data: dict[str, Any], json_path: Path, md_path: Path) -> None:
+    atomic_save_json(json_path, data)
+    atomic_write_text(md_path, render_markdown(data))
+
+
+# ---------------------------------------------------------------------- main
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.json")
+    parser.add_argument("--md", type=Path, default=None, help="default: BENCHMARKS.md beside --out")
+    parser.add_argument("--models", nargs="+", default=["RN50", "ViT-B-16"])
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--classes", type=int, nargs="+", default=[20, 171])
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--text-model", default="RN50")
+    parser.add_argument("--text-templates", type=int, default=None,
+                        help="templates actually encoded, the rest extrapolated (default 1)")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (0: torch's default); one thread gives "
+                        "steadier ratios on a shared machine")  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="tiny test models (smoke test)")
+    parser.add_argument("--skip-text", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    md_path = args.md or args.out.with_name("BENCHMARKS.md")
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if args.quick:
+        args.models, args.batch, args.classes = ["dc-test-rn", "dc-test-vit"], 1, [3]
+        args.repeats, args.warmup, args.text_model = 2, 1, "dc-test-rn"
+
+    runs: list[dict[str, Any]] = []
+    for model in args.models:
+        for dev in devices:
+            for r in teacher_over_encode_image(
+                model,
+                batch=args.batch,
+                classes=args.classes,
+                repeats=args.repeats,
+                warmup=args.warmup,
+                device=dev,
+            ):
+                runs.append(r)
+                print(
+                    f"{model} on {dev}, {r['classes']} classes: teacher / encode_image = "
+                    f"{r['ratio']:.3f} (dense pass alone {r['dense_scores_ratio']:.3f})",
+                    flush=True,
+                )
+    ratios = {"goal_max": GOAL_RATIO, "runs": runs}
+    updates: dict[str, Any] = {"teacher_over_encode_image": ratios}
+
+    if not args.skip_text:
+        from src.data.classnames import COCOSTUFF171
+
+        names = list(COCOSTUFF171[:5]) if args.quick else list(COCOSTUFF171)
+        text: dict[str, Any] = {}
+        with tempfile.TemporaryDirectory(prefix="bench-text-cache-") as cache_dir:
+            templates = 2 if args.quick else 85
+            measure = args.text_templates or 1
+            t = text_embedding_times(
+                args.text_model,
+                class_names=names,
+                num_templates=templates,
+                measure_templates=min(measure, templates),
+                cache_dir=cache_dir,
+            )
+        text["cpu"] = t
+        print(
+            f"text embeddings {t['classes']} x {t['templates']}: build {t['build_s']:.1f} s, "
+            f"load {t['load_from_cache_s']:.4f} s",
+            flush=True,
+        )
+        updates["text_embeddings"] = text
+
+    updates["machine"] = machine_info()
+    data = merge_results(args.out, updates)
+    write_outputs(data, args.out, md_path)
+    print(f"wrote {args.out} and {md_path}")
+    return data
+
+
+if __name__ == "__main__":
+    main()
