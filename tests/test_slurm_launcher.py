@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-import pytest
-
 import hydra_plugins.hydra_submitit_launcher  # noqa: F401  (in the dev extra)
+import pytest
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -3,8 +3,9 @@
 ``build_backbone(depth=101, weights="imagenet")`` returns a :class:`ResNetBackbone` whose
 forward gives ``{"low": layer1, "out": layer4}``. ResNet-50/101 use torchvision's
 ``replace_stride_with_dilation``; ResNet-18/34 (BasicBlock, which torchvision refuses to
-dilate) get the same dilation pattern by editing their 3x3 convolutions in place: the first
-block of a dilated stage keeps the previous dilation, the following blocks use the new one.
+dilate) are dilated by editing their 3x3 convolutions in place (:func:`_dilate_basic_stage`).
+Either way the dilated trunk computes the undilated one's features on a denser grid, so
+ImageNet weights keep their meaning.
 """
 
 from __future__ import annotations
@@ -48,14 +49,22 @@ class ResNetBackbone(nn.Module):
         return {"low": low, "out": out}
 
 
+def _set_dilation(conv: nn.Conv2d, dilation: int) -> None:
+    conv.stride = (1, 1)
+    conv.dilation = (dilation, dilation)
+    conv.padding = (dilation, dilation)
+
+
 def _dilate_basic_stage(stage: nn.Sequential, *, dilation: int, previous: int) -> None:
-    """Turn a BasicBlock stage's stride 2 into dilation (torchvision's convention)."""
+    """Turn a BasicBlock stage's stride 2 into dilation, exactly (a trous).
+
+    The first block's strided conv keeps the previous dilation (stride dropped); every 3x3
+    conv after it is dilated by the new rate, so the output equals the undilated network's
+    on the subsampled grid (the same rule torchvision applies to Bottleneck stages).
+    """
     for index, block in enumerate(stage):
-        d = previous if index == 0 else dilation
-        for conv in (block.conv1, block.conv2):
-            conv.stride = (1, 1)
-            conv.dilation = (d, d)
-            conv.padding = (d, d)
+        _set_dilation(block.conv1, previous if index == 0 else dilation)
+        _set_dilation(block.conv2, dilation)
         if block.downsample is not None:
             block.downsample[0].stride = (1, 1)
         block.stride = 1
@@ -121,11 +130,15 @@ def build_backbone(
                     "give student.backbone_weights as imagenet, none, or an existing path",
                 )
         state = _load_state(path)
-        missing, unexpected = resnet.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = resnet.load_state_dict(state, strict=False)
+            problem = f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+        except RuntimeError as err:  # shape mismatches
+            missing, unexpected = ["?"], []
+            problem = str(err).splitlines()[1].strip()
         if missing or unexpected:
             raise UserError(
-                f"backbone weights {path} do not fit ResNet-{depth} "
-                f"(missing {missing[:3]}, unexpected {unexpected[:3]})",
+                f"backbone weights {path} do not fit ResNet-{depth} ({problem})",
                 f"use a torchvision resnet{depth} state dict",
             )
     return ResNetBackbone(resnet, output_stride=output_stride)

@@ -28,6 +28,7 @@ from src.models.backbones import build_backbone
 from src.models.heads import build_head
 from src.models.student_eval import StudentValidation
 from src.models.teacher import DenseClipTeacher
+from src.models.text import TEMPLATE_SETS
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +53,35 @@ def build_targets(target: Tensor, candidates: Tensor, scores: Tensor) -> Tensor:
     return torch.where(unlabelled, pseudo, target)
 
 
+def random_crops(images: Tensor, target: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """One random ``size`` x ``size`` window per sample (the whole side where it is smaller)."""
+    b, _, h, w = images.shape
+    ch, cw = min(size, h), min(size, w)
+    if (ch, cw) == (h, w):
+        return images, target
+    ys = torch.randint(0, h - ch + 1, (b,)).tolist()
+    xs = torch.randint(0, w - cw + 1, (b,)).tolist()
+    crops = [(images[i, :, y : y + ch, x : x + cw], target[i, y : y + ch, x : x + cw])
+             for i, (y, x) in enumerate(zip(ys, xs, strict=True))]  # fmt: skip
+    return torch.stack([c[0] for c in crops]), torch.stack([c[1] for c in crops])
+
+
 def teacher_config(teacher: DenseClipTeacher) -> dict[str, Any]:
     """The keyword arguments that rebuild ``teacher`` (its current vocabulary included)."""
     precision = getattr(teacher, "precision", None)
     if precision is None:
         dtype = next(teacher.clip.parameters()).dtype
         precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
+    templates: str | list[str] = list(teacher.templates)
+    for name, known in TEMPLATE_SETS.items():
+        if tuple(known) == tuple(teacher.templates):
+            templates = name
+            break
     return {
         "clip_model": teacher.clip_model,
         "pretrained": teacher.pretrained,
         "class_names": list(teacher.class_names),
-        "templates": list(teacher.templates),
+        "templates": templates,
         "key_smoothing": teacher.key_smoothing,
         "prompt_denoising": teacher.prompt_denoising,
         "ks_threshold": teacher.ks_threshold,
@@ -128,6 +147,11 @@ class DenseClipPlus(pl.LightningModule):
         ema_decay: keep an exponential moving average of the student's weights, used for
             validation and prediction (``None``: off, as in the paper).
         ema_self_labels: after the switch, take the self labels from the EMA weights.
+        freeze_bn: keep the student's BatchNorm statistics fixed (eval mode) while training,
+            as the original DeepLabv2 did; the paper's setting trains them (SyncBN).
+        train_crop: train the student on a random ``train_crop`` square of each image while
+            the teacher labels the whole image (cheaper steps, teacher labels with full
+            context); ``None``: the student sees the whole image, as in the paper.
     """
 
     def __init__(
@@ -151,6 +175,8 @@ class DenseClipPlus(pl.LightningModule):
         min_lr: float = 1e-4,
         ema_decay: float | None = None,
         ema_self_labels: bool = False,
+        freeze_bn: bool = False,
+        train_crop: int | None = None,
     ) -> None:
         super().__init__()
         if isinstance(teacher, Mapping):
@@ -165,6 +191,8 @@ class DenseClipPlus(pl.LightningModule):
             raise UserError(f"unknown lr schedule {schedule!r}", f"choose from {list(SCHEDULES)}")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise UserError(f"ema_decay must be in (0, 1) or null, got {ema_decay}")
+        if train_crop is not None and int(train_crop) < 8:
+            raise UserError(f"train_crop must be at least 8 pixels or null, got {train_crop}")
         offset = 1 if background else 0
         names = list(class_names) if class_names is not None else None
         if names is None:
@@ -204,6 +232,7 @@ class DenseClipPlus(pl.LightningModule):
                 use_buffers=True,
             )
             self.ema.requires_grad_(False)
+            self.ema.eval()
         #: teacher labels (False) or the student's own labels (True); set by PseudoLabelSwitch
         self.self_training = False
         self.validation = StudentValidation(
@@ -217,13 +246,25 @@ class DenseClipPlus(pl.LightningModule):
         self.teacher.eval()
         if self.ema is not None:
             self.ema.eval()
+        if self.hparams.get("freeze_bn"):
+            for module in self.net.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return self
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.hparams.get("freeze_bn"):
+            self.train(True)  # whatever mode the loops restored, keep the statistics fixed
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Leave the frozen teacher out of checkpoint files (it is rebuilt from hparams)."""
         state = checkpoint.get("state_dict", {})
         for key in [k for k in state if k.startswith("teacher.")]:
             del state[key]
+        hparams = checkpoint.get("hyper_parameters")
+        if isinstance(hparams, dict) and "backbone_weights" in hparams:
+            # the file holds the trained backbone: loading it needs no ImageNet weights file
+            hparams["backbone_weights"] = "none"
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put the rebuilt teacher's weights back so strict loading finds every key."""
@@ -267,8 +308,11 @@ class DenseClipPlus(pl.LightningModule):
         )
 
     # ------------------------------------------------------------------ training
-    def pseudo_targets(self, batch: Mapping[str, Any], logits: Tensor) -> Tensor:
-        """The batch's training targets (teacher or self labels on UNLABELLED pixels)."""
+    def pseudo_targets(self, batch: Mapping[str, Any], logits: Tensor | None = None) -> Tensor:
+        """The batch's training targets (teacher or self labels on UNLABELLED pixels).
+
+        ``logits``: the student's (B, K, H, W) training logits, needed after the switch.
+        """
         target = batch[TARGET]
         if not bool((target == UNLABELLED).any()):
             return target
@@ -277,12 +321,20 @@ class DenseClipPlus(pl.LightningModule):
         elif self.ema is not None and self.hparams.ema_self_labels:
             with torch.no_grad():
                 scores = self.predict_logits(batch[IMAGE], size=target.shape[-2:])
+        elif logits is None:
+            raise ValueError("self-training labels need the student's logits")
         else:
             scores = logits.detach()
         return build_targets(target, batch[CANDIDATES], scores)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         images, target = batch[IMAGE], batch[TARGET]
+        crop = self.hparams.get("train_crop")
+        if crop:  # the teacher labels the whole image, the student learns on a crop of it
+            if not self.self_training:
+                target = self.pseudo_targets(batch)
+            images, target = random_crops(images, target, int(crop))
+            batch = {**batch, IMAGE: images, TARGET: target}
         logits = F.interpolate(
             self.net(images), size=target.shape[-2:], mode="bilinear", align_corners=False
         )
@@ -333,8 +385,5 @@ class DenseClipPlus(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         metrics = self.validation.compute(sanity=self.trainer.sanity_checking)
-        metrics = {k: float(v) for k, v in metrics.items()}
-        self.log_dict(metrics, sync_dist=False, rank_zero_only=False)
-        if not self.trainer.sanity_checking:
-            self.last_val_step = int(self.trainer.global_step)
-            self.last_val_metrics = metrics
+        metrics["val/step"] = float(self.trainer.global_step)  # which step these scores are of
+        self.log_dict(metrics, sync_dist=True)  # equal on every process (summed confmats)

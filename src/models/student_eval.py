@@ -22,12 +22,12 @@ class StudentValidation(nn.Module):
     def __init__(self, *, class_names: Sequence[str], unseen_indices: Sequence[int]) -> None:
         super().__init__()
         kwargs = {
-            "num_classes": len(class_names),
             "unseen_indices": list(unseen_indices),
             "ignore_index": IGNORE_INDEX,
+            "class_names": list(class_names),
         }
-        self.student = SegmentationMetrics(**kwargs)
-        self.teacher = SegmentationMetrics(**kwargs)
+        self.student = SegmentationMetrics(len(class_names), **kwargs)
+        self.teacher = SegmentationMetrics(len(class_names), **kwargs)
         self.teacher_metrics: dict[str, float] | None = None
         self._with_teacher = False
 

@@ -1,0 +1,142 @@
+"""Train DenseCLIP+: a segmentation student on the frozen DenseCLIP teacher's pseudo labels.
+
+    python -m src.train experiment=voc_zero_shot data.root=/datasets/VOCdevkit/VOC2012
+    python -m src.train experiment=shapes_demo                       # CPU, minutes
+    python -m src.train -m teacher=rn50,rn50x16 experiment=voc_annotation_free
+    python -m src.train experiment=voc_zero_shot ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt
+
+Writes checkpoints (``checkpoints/last.ckpt`` ...), logs (CSV, TensorBoard), validation
+pictures and ``metrics.json`` (``val/*`` of the final model and ``teacher/val/*``, the
+teacher on the same validation set, fractions; null where undefined) in the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from src.errors import UserError
+from src.utils.task import run_task
+
+log = logging.getLogger(__name__)
+
+_QUIET = (
+    ".*does not have many workers.*",
+    ".*module\\(s\\) in eval mode.*",
+    ".*LeafSpec.*",
+    ".*litlogger.*",
+    ".*litmodels.*",
+)
+
+
+def instantiate(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets a :class:`UserError` through unwrapped."""
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, UserError):
+            cause = cause.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise
+
+
+def _instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a config group (``null`` entries are off)."""
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+
+
+def _final_metrics(trainer: pl.Trainer) -> dict[str, Any]:
+    """``val/*`` and ``teacher/val/*`` from the last validation, NaN -> ``None``."""
+    out: dict[str, Any] = {}
+    for key, value in sorted(trainer.callback_metrics.items()):
+        if key.startswith(("val/", "teacher/val/")):
+            number = float(value)
+            out[key] = None if math.isnan(number) else number
+    return out
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Build data, teacher, student, callbacks, loggers and trainer from ``cfg``; fit."""
+    for pattern in _QUIET:
+        warnings.filterwarnings("ignore", message=pattern)
+    if cfg.get("seed") is not None:
+        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and not Path(str(ckpt_path)).expanduser().is_file():
+        raise UserError(
+            f"checkpoint to resume from not found: {ckpt_path}",
+            "pass ckpt_path=<run dir>/checkpoints/last.ckpt (or another .ckpt)",
+        )
+
+    names = instantiate(cfg.data)  # the vocabulary first: the teacher encodes it
+    teacher = instantiate(
+        cfg.teacher, class_names=names.teacher_class_names, cache_dir=cfg.paths.cache_dir
+    )
+    dm = instantiate(cfg.data, mean=list(teacher.mean), std=list(teacher.std))
+    student = instantiate(cfg.student, _partial_=True)(
+        teacher=teacher,
+        class_names=dm.class_names,
+        background=dm.class_offset == 1,
+        unseen_indices=dm.unseen_indices,
+    )
+    callbacks = _instantiate_group(cfg.get("callbacks"))
+    loggers = _instantiate_group(cfg.get("logger"))
+    extra: dict[str, Any] = {}
+    if cfg.trainer.get("fast_dev_run"):  # a smoke test writes no checkpoint at all
+        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+        extra["enable_checkpointing"] = False
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra
+    )
+    for lg in loggers:
+        if hasattr(lg, "log_hyperparams"):
+            lg.log_hyperparams({"seed": cfg.get("seed"), "teacher": cfg.teacher.clip_model})
+
+    log.info(
+        "DenseCLIP+ on %s (%s, %d classes, unseen %s), teacher %s, run dir %s",
+        dm.dataset,
+        dm.setting,
+        dm.num_classes,
+        [dm.class_names[i] for i in dm.unseen_indices],
+        cfg.teacher.clip_model,
+        cfg.paths.output_dir,
+    )
+    trainer.fit(student, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+
+    # Spawned processes (ddp_spawn) hand back weights and metrics but not the step count.
+    validated = trainer.callback_metrics.get("val/step")
+    step = max(trainer.global_step, -1 if validated is None else int(validated))
+    if (validated is None or int(validated) < step) and not trainer.fast_dev_run:
+        trainer.validate(student, datamodule=dm, verbose=False)  # validate_at_end was off
+    if not trainer.is_global_zero:
+        return {}
+    metrics = _final_metrics(trainer)
+    metrics["train/global_step"] = step
+    summary = ", ".join(
+        f"{k} {v:.4f}" for k, v in metrics.items() if v is not None and "/iou/" not in k
+    )
+    log.info("final: %s", summary)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> dict[str, Any]:
+    """Entry point: ``python -m src.train``."""
+    return run_task(train, cfg, output_dir=cfg.paths.output_dir)
+
+
+if __name__ == "__main__":
+    main()
