@@ -31,6 +31,7 @@ demo: ## DenseCLIP -> DenseCLIP+ on the embedded shapes world (CPU, under 10 min
 
 bench: ## Speed benchmarks; writes docs/benchmarks.json and docs/BENCHMARKS.md
 	$(PY) scripts/bench.py
+	$(PY) scripts/bench_student.py
 
 lint: ## Check style with ruff
 	$(PY) -m ruff check src tests scripts

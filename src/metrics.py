@@ -153,6 +153,8 @@ class SegmentationMetrics(Metric):
         self.confmat += torch.bincount(t * k + p, minlength=k * k).reshape(k, k)
 
     def compute(self) -> dict[str, torch.Tensor]:
+        #: the matrix the last ``compute`` scored (summed over processes under DDP)
+        self.last_confmat = self.confmat.detach().cpu().clone()
         scores = segmentation_scores(self.confmat, self.unseen_indices)
         iou = scores.pop("iou")
         scores.pop("acc")

@@ -129,6 +129,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         f"{k} {v:.4f}" for k, v in metrics.items() if v is not None and "/iou/" not in k
     )
     log.info("final: %s", summary)
+    if metrics.get("val/miou") is not None and metrics.get("teacher/val/miou") is not None:
+        log.info(
+            "mIoU: DenseCLIP (teacher) %.2f -> DenseCLIP+ (student) %.2f",
+            100 * metrics["teacher/val/miou"],
+            100 * metrics["val/miou"],
+        )
     return metrics
 
 

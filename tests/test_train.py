@@ -69,6 +69,16 @@ def test_fast_dev_run_returns_student_and_teacher_metrics(tmp_path) -> None:
     assert {"val/miou", "val/pacc", "teacher/val/miou"} <= set(metrics)
     assert 0.0 <= metrics["val/miou"] <= 1.0 and metrics["train/global_step"] == 1
     assert not list(out.rglob("*.ckpt"))  # fast_dev_run writes no checkpoint
+    for model in ("student", "teacher"):  # the confusion matrices behind the scores
+        report = out / "report" / model
+        assert {"per_class.md", "confusion_matrix.csv", "confusion_matrix.png"} <= {
+            p.name for p in report.iterdir()
+        }
+        rows = list(csv.reader(open(report / "confusion_matrix.csv")))
+        assert rows[0][1:] == ["circle", "square", "triangle"]
+        cm = torch.tensor([[int(v) for v in row[1:]] for row in rows[1:]])
+        pacc = metrics["val/pacc" if model == "student" else "teacher/val/pacc"]
+        assert cm.sum() > 0 and float(cm.trace() / cm.sum()) == pytest.approx(pacc, abs=1e-6)
 
 
 def test_switch_at_step_4_of_40_and_resumes_keep_the_phase(tmp_path) -> None:

@@ -30,22 +30,32 @@ _WEIGHTS = {
 
 
 class ResNetBackbone(nn.Module):
-    """A torchvision ResNet trunk (stem + layer1..4) without pooling and classifier."""
+    """A torchvision ResNet trunk (stem + layer1..4) without pooling and classifier.
 
-    def __init__(self, resnet: tvm.ResNet, *, output_stride: int) -> None:
+    ``num_stages`` < 4 drops the last stages (``"out"`` is then layer2 or layer3): a shallow,
+    much cheaper trunk for CPU runs (the output stride is then at most 8 or 16).
+    """
+
+    def __init__(self, resnet: tvm.ResNet, *, output_stride: int, num_stages: int = 4) -> None:
         super().__init__()
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
         self.layer1, self.layer2 = resnet.layer1, resnet.layer2
-        self.layer3, self.layer4 = resnet.layer3, resnet.layer4
+        self.layer3 = resnet.layer3 if num_stages >= 3 else None
+        self.layer4 = resnet.layer4 if num_stages >= 4 else None
         expansion = 4 if isinstance(resnet.layer1[0], tvm.resnet.Bottleneck) else 1
         self.low_level_channels = 64 * expansion  #: channels of ``"low"`` (layer1)
-        self.out_channels = 512 * expansion  #: channels of ``"out"`` (layer4)
-        self.output_stride = output_stride
+        #: channels of ``"out"`` (the last stage kept)
+        self.out_channels = 64 * 2 ** (num_stages - 1) * expansion
+        self.num_stages = num_stages
+        self.output_stride = min(output_stride, 2 ** (num_stages + 1))
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
-        """``images`` (B, 3, H, W) -> ``{"low": (B, C1, H/4, W/4), "out": (B, C4, H/os, W/os)}``."""
+        """``images`` (B, 3, H, W) -> ``{"low": (B, C1, H/4, W/4), "out": (B, C, H/os, W/os)}``."""
         low = self.layer1(self.stem(images))
-        out = self.layer4(self.layer3(self.layer2(low)))
+        out = self.layer2(low)
+        for stage in (self.layer3, self.layer4):
+            if stage is not None:
+                out = stage(out)
         return {"low": low, "out": out}
 
 
@@ -89,15 +99,23 @@ def imagenet_weights_file(depth: int) -> Path:
 
 
 def build_backbone(
-    *, depth: int = 101, weights: str | os.PathLike | None = "imagenet", output_stride: int = 8
+    *,
+    depth: int = 101,
+    weights: str | os.PathLike | None = "imagenet",
+    output_stride: int = 8,
+    num_stages: int = 4,
 ) -> ResNetBackbone:
     """A ResNet-``depth`` trunk with output stride 8 (dilations 2, 4) or 16 (dilation 2).
+
+    ``num_stages``: keep layer1..layer``num_stages`` (2-4; 4 = the whole trunk, the paper's).
 
     ``weights``: ``"imagenet"`` (torchvision's IMAGENET1K_V1 file, read from the torch hub
     cache, never downloaded), ``"none"``/``None`` (random init) or a local state-dict path.
     """
     if depth not in _BUILDERS:
         raise UserError(f"unknown ResNet depth {depth!r}", f"choose one of {list(DEPTHS)}")
+    if num_stages not in (2, 3, 4):
+        raise UserError(f"num_stages must be 2, 3 or 4, got {num_stages!r}")
     if output_stride not in (8, 16, 32):
         raise UserError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
     dilate = {8: [False, True, True], 16: [False, False, True], 32: [False, False, False]}
@@ -141,4 +159,4 @@ def build_backbone(
                 f"backbone weights {path} do not fit ResNet-{depth} ({problem})",
                 f"use a torchvision resnet{depth} state dict",
             )
-    return ResNetBackbone(resnet, output_stride=output_stride)
+    return ResNetBackbone(resnet, output_stride=output_stride, num_stages=num_stages)

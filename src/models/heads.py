@@ -128,11 +128,32 @@ HEADS = ("deeplabv2", "deeplabv3plus", "pspnet")
 
 
 def build_head(
-    name: str, *, in_channels: int, low_level_channels: int, embed_dim: int, channels: int = 512
+    name: str,
+    *,
+    in_channels: int,
+    low_level_channels: int,
+    embed_dim: int,
+    channels: int = 512,
+    dilations: Sequence[int] | None = None,
 ) -> nn.Module:
-    """The head called ``name`` (one of :data:`HEADS`); ``channels`` is ignored by DeepLabv2."""
+    """The head called ``name`` (one of :data:`HEADS`); ``channels`` is ignored by DeepLabv2.
+
+    ``dilations``: the DeepLabv2 ASPP rates (default 6/12/18/24, the paper's); other heads
+    take none.
+    """
+    if dilations is not None and name != "deeplabv2":
+        raise UserError(
+            f"student.head_dilations applies to the deeplabv2 head, not {name!r}",
+            "set student.head_dilations=null",
+        )
     if name == "deeplabv2":
-        return DeepLabV2Head(in_channels=in_channels, embed_dim=embed_dim)
+        rates = tuple(int(d) for d in dilations) if dilations is not None else (6, 12, 18, 24)
+        if not rates or min(rates) < 1:
+            raise UserError(
+                f"student.head_dilations must be positive integers, got {list(rates)}",
+                "use e.g. [6, 12, 18, 24] (the paper's) or null",
+            )
+        return DeepLabV2Head(in_channels=in_channels, embed_dim=embed_dim, dilations=rates)
     if name == "deeplabv3plus":
         return DeepLabV3PlusHead(
             in_channels=in_channels,

@@ -102,18 +102,23 @@ class StudentNet(nn.Module):
         depth: int,
         weights: str | None,
         output_stride: int,
+        num_stages: int = 4,
         head: str,
         head_channels: int,
+        head_dilations: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         dim = int(text_embeddings.shape[1])
-        self.backbone = build_backbone(depth=depth, weights=weights, output_stride=output_stride)
+        self.backbone = build_backbone(
+            depth=depth, weights=weights, output_stride=output_stride, num_stages=num_stages
+        )
         self.head = build_head(
             head,
             in_channels=self.backbone.out_channels,
             low_level_channels=self.backbone.low_level_channels,
             embed_dim=dim,
             channels=head_channels,
+            dilations=head_dilations,
         )
         self.register_buffer("text_embeddings", text_embeddings.detach().clone().float())
         self.background = nn.Parameter(torch.randn(1, dim)) if background else None
@@ -141,7 +146,10 @@ class DenseClipPlus(pl.LightningModule):
         background: whether the protocol counts background (learnable class 0).
         unseen_indices: the unseen classes (indices into ``class_names``) for the metrics.
         backbone: ResNet depth (18, 34, 50, 101); ``backbone_weights``: imagenet/none/path.
+        backbone_stages: ResNet stages kept (4: the whole trunk, the paper's; 2 or 3: a
+            shallow, cheap trunk for CPU runs).
         head: ``deeplabv2`` | ``deeplabv3plus`` | ``pspnet``; ``head_channels`` for the latter.
+        head_dilations: DeepLabv2's ASPP rates (``None``: 6/12/18/24, the paper's).
         optimizer: ``sgd`` (the paper's) or ``adamw``; ``lr``, ``momentum``, ``weight_decay``.
         schedule: ``poly`` (``poly_power``, down to ``min_lr``) or ``constant``.
         ema_decay: keep an exponential moving average of the student's weights, used for
@@ -164,8 +172,10 @@ class DenseClipPlus(pl.LightningModule):
         backbone: int = 101,
         backbone_weights: str | None = "imagenet",
         output_stride: int = 8,
+        backbone_stages: int = 4,
         head: str = "deeplabv2",
         head_channels: int = 512,
+        head_dilations: Sequence[int] | None = None,
         optimizer: str = "sgd",
         lr: float = 0.01,
         momentum: float = 0.9,
@@ -221,8 +231,10 @@ class DenseClipPlus(pl.LightningModule):
             depth=backbone,
             weights=backbone_weights,
             output_stride=output_stride,
+            num_stages=backbone_stages,
             head=head,
             head_channels=head_channels,
+            head_dilations=None if head_dilations is None else list(head_dilations),
         )
         self.ema: torch.optim.swa_utils.AveragedModel | None = None
         if ema_decay is not None:

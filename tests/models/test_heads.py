@@ -24,6 +24,29 @@ def test_backbone_output_stride_8_and_channels(depth: int, channels: int, low: i
     assert os16(torch.randn(1, 3, 64, 64))["out"].shape == (1, channels, 4, 4)
 
 
+@pytest.mark.parametrize(
+    ("depth", "stages", "channels"), [(18, 2, 128), (18, 3, 256), (50, 2, 512)]
+)
+def test_shallow_trunk_is_the_full_trunks_first_stages(
+    depth: int, stages: int, channels: int
+) -> None:
+    torch.manual_seed(0)
+    full = build_backbone(depth=depth, weights="none", output_stride=8).eval()
+    shallow = build_backbone(depth=depth, weights="none", output_stride=8, num_stages=stages)
+    assert shallow.out_channels == channels and shallow.output_stride == 8
+    missing, unexpected = shallow.load_state_dict(full.state_dict(), strict=False)
+    assert not missing and all(k.startswith(("layer3", "layer4")[stages - 2 :]) for k in unexpected)
+    x = torch.randn(1, 3, 64, 48)
+    expected = full.layer2(full.layer1(full.stem(x)))
+    if stages == 3:
+        expected = full.layer3(expected)
+    with torch.no_grad():
+        torch.testing.assert_close(shallow.eval()(x)["out"], expected.detach())
+    assert expected.shape[-2:] == (8, 6)  # output stride 8 either way
+    with pytest.raises(UserError, match="num_stages"):
+        build_backbone(depth=18, weights="none", num_stages=1)
+
+
 @pytest.mark.parametrize("depth", [18, 50])
 def test_dilated_trunk_equals_strided_trunk_on_the_subsampled_grid(depth: int) -> None:
     """A trous: the OS-8 network with the OS-32 weights gives the OS-32 features at ::4."""
@@ -110,3 +133,16 @@ def test_psp_head_shapes() -> None:
     head = PSPHead(in_channels=32, embed_dim=8, channels=16)
     assert [s[0].output_size for s in head.stages] == [1, 2, 3, 6]
     assert head({"out": torch.randn(2, 32, 12, 10)}).shape == (2, 8, 12, 10)
+
+
+def test_deeplabv2_rates_are_configurable_and_checked() -> None:
+    head = build_head(
+        "deeplabv2", in_channels=8, low_level_channels=4, embed_dim=6, dilations=[1, 2]
+    )
+    assert [conv.dilation for conv in head.branches] == [(1, 1), (2, 2)]
+    default = build_head("deeplabv2", in_channels=8, low_level_channels=4, embed_dim=6)
+    assert [conv.dilation[0] for conv in default.branches] == [6, 12, 18, 24]
+    with pytest.raises(UserError, match="head_dilations"):
+        build_head("deeplabv2", in_channels=8, low_level_channels=4, embed_dim=6, dilations=[0])
+    with pytest.raises(UserError, match="head_dilations"):
+        build_head("pspnet", in_channels=8, low_level_channels=4, embed_dim=6, dilations=[1])

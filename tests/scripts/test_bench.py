@@ -55,3 +55,20 @@ def test_results_merge_keeps_other_keys_and_markdown_lists_them(bench, tmp_path:
     assert row in md
     assert "## teacher_overhead_in_step" in md
     assert json.loads(path.read_text())["teacher_overhead_in_step"] == {"ratio": 0.3}
+
+
+def test_teacher_overhead_in_step_quick(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "bench_student", ROOT / "scripts" / "bench_student.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "benchmarks.json"
+    data = module.main(["--quick", "--out", str(out)])
+    (run,) = [r for r in data["teacher_overhead_in_step"]["runs"] if r["device"] == "cpu"]
+    assert (run["teacher"], run["student"], run["batch"], run["crop"]) == (
+        "dc-test-rn", "deeplabv2-resnet18-d8", 1, 64)  # fmt: skip
+    assert run["step_with_teacher_ms"] > 0 and run["step_ground_truth_ms"] > 0
+    assert run["ratio"] == pytest.approx(run["step_with_teacher_ms"] / run["step_ground_truth_ms"])
+    assert "teacher_overhead_in_step" in (tmp_path / "BENCHMARKS.md").read_text()
+    assert json.loads(out.read_text())["machine"]
