@@ -162,7 +162,13 @@ def text_embedding_times(
     import open_clip
 
     from src.models.clip_registry import create_clip
-    from src.models.text import TEMPLATES, cache_key, encode_class_names, load_or_build
+    from src.models.text import (
+        TEMPLATES,
+        cache_key,
+        encode_class_names,
+        fast_text_encoder,
+        load_or_build,
+    )
 
     templates = TEMPLATES[:num_templates]
     measured = templates[: measure_templates or num_templates]
@@ -171,7 +177,8 @@ def text_embedding_times(
     names = list(class_names)
 
     def build() -> torch.Tensor:
-        return encode_class_names(clip.encode_text, tokenizer, names, measured)
+        # the teacher's encoder: open_clip's encode_text without the padding past the longest prompt
+        return encode_class_names(fast_text_encoder(clip), tokenizer, names, measured)
 
     key = cache_key({"model": clip_model, "weights": "random (bench)"}, names, measured)
     clock, clock_name = bench_clock(torch.device("cpu"))
