@@ -44,18 +44,19 @@ TINY = [
 ]
 
 
-def compose_train(out: Path, *overrides: str):
+def compose_run(out: Path, *overrides: str):
+    """The train config for a run writing into ``out`` (its text cache beside it)."""
+    paths = [
+        f"paths.root_dir={ROOT}",
+        f"paths.output_dir={out}",
+        f"paths.cache_dir={out.parent / 'cache'}",
+    ]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="train"):
-        return compose(
-            "train",
-            overrides=[
-                f"paths.root_dir={ROOT}",
-                f"paths.output_dir={out}",
-                f"paths.cache_dir={out.parent / 'cache'}",
-                *TINY,
-                *overrides,
-            ],
-        )
+        return compose("train", overrides=[*paths, *overrides])
+
+
+def compose_train(out: Path, *overrides: str):
+    return compose_run(out, *TINY, *overrides)
 
 
 def csv_column(run: Path, column: str) -> dict[int, float]:
@@ -196,18 +197,7 @@ def dataset_trees(tmp_path_factory) -> Path:
 
 
 def compose_experiment(out: Path, name: str, data: Path):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="train"):
-        return compose(
-            "train",
-            overrides=[
-                f"experiment={name}",
-                f"paths.root_dir={ROOT}",
-                f"paths.output_dir={out}",
-                f"paths.cache_dir={out.parent / 'cache'}",
-                f"paths.data_dir={data}",
-                *ONE_STEP,
-            ],
-        )
+    return compose_run(out, f"experiment={name}", f"paths.data_dir={data}", *ONE_STEP)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
