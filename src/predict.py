@@ -33,6 +33,8 @@ from src.prediction import (
     check_class_names,
     output_stems,
     predict_image,
+    predictor_from_student,
+    predictor_from_teacher,
     write_outputs,
 )
 from src.utils.images import check_readable, find_images, load_rgb
@@ -137,21 +139,14 @@ def teacher_predictor(
     teacher = _instantiate(cfg.teacher, class_names=classes, cache_dir=cfg.paths.cache_dir)
     teacher = teacher.to(device)
     choice = HydraConfig.get().runtime.choices.get("teacher") if HydraConfig.initialized() else None
-    return Predictor(
-        scorer=lambda x: teacher.predict_logits(x),
-        normalize=teacher.normalize,
-        class_names=list(teacher.class_names),
-        logit_scale=100.0,
-        native_size=int(teacher.image_size),
-        info={
-            "model": "teacher",
-            "teacher": choice,
-            "clip_model": teacher.clip_model,
-            "pretrained": teacher.pretrained,
-            "key_smoothing": teacher.key_smoothing,
-            "prompt_denoising": teacher.prompt_denoising,
-        },
+    predictor = predictor_from_teacher(teacher)
+    predictor.info.update(
+        teacher=choice,
+        pretrained=teacher.pretrained,
+        key_smoothing=teacher.key_smoothing,
+        prompt_denoising=teacher.prompt_denoising,
     )
+    return predictor
 
 
 def student_predictor(ckpt_path: str, classes: list[str] | None, device: torch.device) -> Predictor:
@@ -178,14 +173,9 @@ def student_predictor(ckpt_path: str, classes: list[str] | None, device: torch.d
             )
         student.set_class_names(classes)
     student = student.to(device).eval()
-    return Predictor(
-        scorer=lambda x: student.predict_logits(x),
-        normalize=student.teacher.normalize,
-        class_names=list(student.class_names),
-        logit_scale=1.0,
-        native_size=int(student.teacher.image_size),
-        info={"model": "student", "ckpt_path": str(path), "clip_model": student.teacher.clip_model},
-    )
+    predictor = predictor_from_student(student)
+    predictor.info["ckpt_path"] = str(path)
+    return predictor
 
 
 # ---------------------------------------------------------------------- the task

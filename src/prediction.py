@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     import torch
 
     from src.inference import Decoded
+    from src.models.student import DenseClipPlus
+    from src.models.teacher import DenseClipTeacher
 
 
 @dataclass
@@ -40,6 +42,32 @@ class Predictor:
     logit_scale: float
     native_size: int  #: the model's own input size: smaller images are enlarged to it
     info: dict[str, Any] = field(default_factory=dict)
+
+
+def predictor_from_teacher(teacher: DenseClipTeacher) -> Predictor:
+    """A built :class:`~src.models.teacher.DenseClipTeacher` as a :class:`Predictor`
+    (cosine scores, softmax scale 100, enlarged to the CLIP's input size like ``src.predict``)."""
+    return Predictor(
+        scorer=lambda x: teacher.predict_logits(x),
+        normalize=teacher.normalize,
+        class_names=list(teacher.class_names),
+        logit_scale=100.0,
+        native_size=int(teacher.image_size),
+        info={"model": "teacher", "clip_model": teacher.clip_model},
+    )
+
+
+def predictor_from_student(student: DenseClipPlus) -> Predictor:
+    """A trained :class:`~src.models.student.DenseClipPlus` in memory as a :class:`Predictor`
+    (its logits, softmax scale 1, its teacher's normalisation); put it in eval mode first."""
+    return Predictor(
+        scorer=lambda x: student.predict_logits(x),
+        normalize=student.teacher.normalize,
+        class_names=list(student.class_names),
+        logit_scale=1.0,
+        native_size=int(student.teacher.image_size),
+        info={"model": "student", "clip_model": student.teacher.clip_model},
+    )
 
 
 @dataclass

@@ -18,15 +18,19 @@ import numpy as np
 
 from src.errors import UserError
 from src.inference import NO_CLASS
-from src.prediction import Predictor, Settings, predict_image
+from src.prediction import (  # noqa: F401  (the builders are re-exported for callers)
+    Predictor,
+    Settings,
+    predict_image,
+    predictor_from_student,
+    predictor_from_teacher,
+)
 from src.visualize_overlay import VOID_COLOR, blend, prediction_palette
 
 if TYPE_CHECKING:
     import torch
     from matplotlib.figure import Figure
 
-    from src.models.student import DenseClipPlus
-    from src.models.teacher import DenseClipTeacher
 
 IMAGE_COLUMN = "image"
 
@@ -64,32 +68,6 @@ class Grid:
         """Column titles: the image, each model's labels, each model's confidence map."""
         conf = [f"{title}: p({self.phrase})" for title in self.models]
         return [IMAGE_COLUMN, *self.models, *conf]
-
-
-def predictor_from_teacher(teacher: DenseClipTeacher) -> Predictor:
-    """A built :class:`~src.models.teacher.DenseClipTeacher` as a :class:`Predictor`
-    (cosine scores, softmax scale 100, enlarged to the CLIP's input size like ``src.predict``)."""
-    return Predictor(
-        scorer=lambda x: teacher.predict_logits(x),
-        normalize=teacher.normalize,
-        class_names=list(teacher.class_names),
-        logit_scale=100.0,
-        native_size=int(teacher.image_size),
-        info={"model": "teacher", "clip_model": teacher.clip_model},
-    )
-
-
-def predictor_from_student(student: DenseClipPlus) -> Predictor:
-    """A trained :class:`~src.models.student.DenseClipPlus` in memory as a :class:`Predictor`
-    (its logits, softmax scale 1, its teacher's normalisation); put it in eval mode first."""
-    return Predictor(
-        scorer=lambda x: student.predict_logits(x),
-        normalize=student.teacher.normalize,
-        class_names=list(student.class_names),
-        logit_scale=1.0,
-        native_size=int(student.teacher.image_size),
-        info={"model": "student", "clip_model": student.teacher.clip_model},
-    )
 
 
 def grid_settings(
