@@ -100,7 +100,7 @@ def teacher_over_encode_image(
     """Teacher forward time / ``encode_image`` time of the same random-weight CLIP, for each
     vocabulary size in ``classes``; also the dense pass alone (``dense_scores``: features and
     cosine scores at feature resolution, before the upsampling to the input size)."""
-    from src.models.teacher import DenseClipTeacher
+    from src.teacher.model import DenseClipTeacher
 
     dev = torch.device(device)
     teacher = DenseClipTeacher(
@@ -161,9 +161,9 @@ def text_embedding_times(
     """Build the (K, D) text embeddings once (timed) and load them from the cache (timed)."""
     import open_clip
 
-    from src.models.clip_registry import create_clip
-    from src.models.text import (
-        TEMPLATES,
+    from src.prompts import TEMPLATES
+    from src.teacher.loading import create_clip
+    from src.teacher.text import (
         cache_key,
         encode_class_names,
         fast_text_encoder,

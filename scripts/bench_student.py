@@ -49,8 +49,8 @@ def overhead_in_step(
     device: torch.device,
 ) -> dict[str, Any]:
     """Median step times with and without the online teacher, and their ratio."""
-    from src.models.student import DenseClipPlus
-    from src.models.teacher import DenseClipTeacher
+    from src.student.model import DenseClipPlus
+    from src.teacher.model import DenseClipTeacher
 
     names = [f"class {i}" for i in range(classes)]
     teacher = DenseClipTeacher(

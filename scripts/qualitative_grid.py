@@ -28,7 +28,6 @@ sys.path.insert(0, str(ROOT))
 
 from src.errors import UserError  # noqa: E402
 
-TEACHER_DIR = ROOT / "conf" / "teacher"
 DEFAULT_TEACHER = "tiny_shapes"
 
 
@@ -40,18 +39,19 @@ def parse_classes(values: Sequence[str] | None) -> list[str] | None:
 
 
 def teacher_options(name: str) -> dict[str, Any]:
-    """The keyword arguments of ``conf/teacher/<name>.yaml`` (a ``DenseClipTeacher``)."""
+    """The keyword arguments of the teacher config ``name`` (``conf/teacher/<name>.yaml``),
+    composed by Hydra as the entry points compose it."""
+    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    path = TEACHER_DIR / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in TEACHER_DIR.glob("*.yaml"))
-        raise UserError(f"unknown teacher {name!r}", f"use one of: {', '.join(known)}")
-    options = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    from src.utils.task import CONF_DIR, check_group_choices
+
+    check_group_choices([f"teacher={name}"])  # an unknown name is one clear line
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="predict", overrides=[f"teacher={name}"])
+    options = OmegaConf.to_container(cfg.teacher, resolve=True)
     assert isinstance(options, dict)
-    target = str(options.pop("_target_", ""))
-    if not target.endswith("DenseClipTeacher"):
-        raise UserError(f"{path} does not configure a DenseClipTeacher ({target})")
+    options.pop("_target_", None)
     return options
 
 
@@ -111,7 +111,7 @@ def make_grid(args: argparse.Namespace) -> Path:
     """Validate everything cheap first, then load the models, predict and draw."""
     import numpy as np
 
-    from src.prediction import check_class_names
+    from src.teacher.text import validate_class_names
     from src.utils.images import check_readable, find_images, load_rgb
 
     check_numbers(args)
@@ -123,7 +123,7 @@ def make_grid(args: argparse.Namespace) -> Path:
     if classes is None and not args.ckpt:
         raise UserError("no classes given", 'name the phrases, e.g. --classes cat dog "red car"')
     if classes is not None:
-        check_class_names(classes)
+        validate_class_names(classes)
         if args.phrase is not None and args.phrase not in classes:
             raise UserError(
                 f"--phrase {args.phrase!r} is not one of the classes {classes}",
@@ -133,16 +133,10 @@ def make_grid(args: argparse.Namespace) -> Path:
     if args.ckpt and not Path(args.ckpt).expanduser().is_file():
         raise UserError(f"checkpoint not found: {args.ckpt}", "pass --ckpt <path to a .ckpt>")
 
-    from src.models.teacher import DenseClipTeacher
-    from src.predict import choose_device, student_predictor
-    from src.qualitative import (
-        GridModel,
-        build_grid,
-        grid_figure,
-        grid_settings,
-        predictor_from_teacher,
-    )
-    from src.viz import save_figure
+    from src.pictures.confusion import save_figure
+    from src.pictures.grid import GridModel, build_grid, grid_figure, grid_settings
+    from src.prediction.predictor import choose_device, predictor_from_teacher, student_predictor
+    from src.teacher.model import DenseClipTeacher
 
     device = choose_device(args.device)
     models = []
@@ -153,10 +147,10 @@ def make_grid(args: argparse.Namespace) -> Path:
             classes = [n for n in student.class_names if n != "background"]
     if args.pretrained:
         options["pretrained"] = args.pretrained
-    # With a student and no other teacher asked for: its own teacher (the normaliser's owner,
-    # already on the vocabulary); otherwise the configured one.
-    teacher = getattr(student.normalize, "__self__", None) if student is not None else None
-    if not isinstance(teacher, DenseClipTeacher) or args.teacher or args.pretrained:
+    # With a student and no other teacher asked for: its own teacher (already on the
+    # vocabulary); otherwise the configured one.
+    teacher = student.model.teacher if student is not None else None
+    if teacher is None or args.teacher or args.pretrained:
         teacher = DenseClipTeacher(**options, class_names=classes, cache_dir=args.cache_dir)
     models.append(GridModel("DenseCLIP", predictor_from_teacher(teacher.to(device))))
     if student is not None:

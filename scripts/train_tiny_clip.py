@@ -60,7 +60,7 @@ TOWERS = {
 
 def templates() -> list[str]:
     """The teacher's 85 prompt templates (``{}`` format strings)."""
-    from src.models.text import TEMPLATES
+    from src.prompts import TEMPLATES
 
     return list(TEMPLATES)
 
@@ -136,7 +136,7 @@ def contrastive_loss(img, txt, scale, match, multi_positive: bool) -> torch.Tens
 
 def vit_global_and_dense(visual, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass of an open_clip ViT (``pool_type='avg'``): its image embedding, and the
-    teacher's dense features (last block's value path, as ``src.models.dense_heads.vit_dense``)
+    teacher's dense features (last block's value path, as ``src.teacher.features.vit_dense``)
     from the same trunk, so the dense term costs one block, not a second forward pass."""
     blocks = visual.transformer.resblocks
     last = blocks[-1]
@@ -188,7 +188,7 @@ def dense_mil_loss(
 
 def dense_logits(model, text: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """(B, K, H, W) cosine logits of the project's dense head on a model being trained."""
-    from src.models.dense_heads import dense_extractor, output_stride, pad_to_multiple
+    from src.teacher.features import dense_extractor, output_stride, pad_to_multiple
 
     with torch.no_grad():
         h, w = x.shape[-2:]
@@ -242,7 +242,7 @@ def val_scenes(world: ShapesConfig, n: int):
 
 def evaluate(model, tokenizer, world: ShapesConfig, n_scenes: int, temps: list[str]):
     """Quick dense fg mIoU of a model being trained (the teacher's head and prompts)."""
-    from src.models.text import encode_class_names
+    from src.teacher.text import encode_class_names
 
     model.eval()
     text = encode_class_names(model.encode_text, tokenizer, world.class_names, temps)
@@ -261,7 +261,7 @@ def teacher_report(name: str, weights_dir: Path, world: ShapesConfig, n_scenes: 
     import open_clip
 
     from src.data.shapes_independent import IndependentConfig, render_independent
-    from src.models.teacher import DenseClipTeacher
+    from src.teacher.model import DenseClipTeacher
 
     open_clip.add_model_config(weights_dir)
     teacher = DenseClipTeacher(
@@ -324,7 +324,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--eval-every", type=int, default=0, help="steps between quick evals (0: none)")
     ap.add_argument("--eval-scenes", type=int, default=240)
     ap.add_argument("--eval-only", action="store_true", help="only measure <out>/<name>.pt")
-    ap.add_argument("--out", type=Path, default=ROOT / "src" / "models" / "weights")
+    ap.add_argument("--out", type=Path, default=ROOT / "src" / "teacher" / "weights")
     ap.add_argument("--log-dir", type=Path, default=ROOT / "logs" / "train_tiny_clip")
     args = ap.parse_args(argv)
     args.name = args.name or TOWERS[args.tower]["name"]
@@ -337,7 +337,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     import open_clip
 
-    from src.models.dense_heads import dense_extractor
+    from src.teacher.features import dense_extractor
 
     args = parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -13,52 +13,32 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from src.data.corruptions import corruption_from_options, corruption_record
 from src.errors import UserError
-from src.evaluation import EvaluationModule, metrics_dict, write_report
-from src.utils.task import run_task
+from src.evaluation.module import EvaluationModule
+from src.evaluation.report import metrics_dict, write_report
+from src.utils.task import instantiate, run_task
 
 log = logging.getLogger(__name__)
 
 
-def instantiate(node: Any, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` that lets a :class:`UserError` through unwrapped."""
-    try:
-        return hydra.utils.instantiate(node, **kwargs)
-    except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, UserError):
-            raise cause from None
-        raise
-
-
-def load_student(ckpt_path: str, dm: Any) -> Any:
+def load_student_for(ckpt_path: str, dm: Any) -> Any:
     """A trained :class:`DenseClipPlus` from ``ckpt_path``, scoring ``dm``'s classes."""
-    path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}", "pass ckpt_path=<path to a .ckpt file>")
-    from src.models.student import DenseClipPlus  # the student is only needed here
+    from src.student.checkpoint import load_student  # the student is only needed here
 
-    try:
-        student = DenseClipPlus.load_from_checkpoint(str(path), map_location="cpu")
-    except (RuntimeError, KeyError, EOFError, OSError) as err:
-        raise UserError(
-            f"cannot load the checkpoint {path}: {err}", "pass a DenseCLIP+ .ckpt"
-        ) from None
-    names = list(getattr(student, "class_names", []))
+    student = load_student(ckpt_path)
+    names = list(student.class_names)
     if names != list(dm.class_names):
-        if getattr(student, "class_offset", None) != dm.class_offset:
+        if student.class_offset != dm.class_offset:
             raise UserError(
                 f"the checkpoint scores {len(names)} classes "
-                f"({'with' if names[:1] == ['background'] else 'without'} background) but the "
+                f"({'with' if student.class_offset else 'without'} background) but the "
                 f"data has {dm.num_classes}",
                 "evaluate with the data and split the student was trained on",
             )
@@ -67,32 +47,15 @@ def load_student(ckpt_path: str, dm: Any) -> Any:
     return student
 
 
-def _normalisation(model: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    for owner in (model, getattr(model, "teacher", None)):
-        if owner is not None and hasattr(owner, "mean") and hasattr(owner, "std"):
-            return tuple(owner.mean), tuple(owner.std)
-    raise UserError(f"{type(model).__name__} does not say its input mean/std")
-
-
-def _progress_bar(kind: str) -> list[pl.Callback]:
-    if kind == "rich":
-        from pytorch_lightning.callbacks import RichProgressBar
-
-        return [RichProgressBar()]
-    if kind == "tqdm":
-        from pytorch_lightning.callbacks import TQDMProgressBar
-
-        return [TQDMProgressBar()]
-    if kind == "none":
-        return []
-    raise UserError(f"unknown runner.progress_bar {kind!r}", "use rich, tqdm or none")
-
-
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Build data and model from ``cfg``, score the validation split, write the report."""
     if cfg.get("seed") is not None:
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    dm = instantiate(cfg.data)
+    corruption_cfg = cfg.get("corruption")  # ImageNet-C corruption of the evaluation images
+    corruption = corruption_from_options(
+        None if corruption_cfg is None else OmegaConf.to_container(corruption_cfg, resolve=True)
+    )
+    dm = instantiate(cfg.data, corruption=corruption)
     if not dm.has_labels:
         raise UserError(
             f"dataset {dm.dataset!r} has no labels to evaluate against",
@@ -100,38 +63,21 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
     dm.build_raw(dm.val_split)  # a missing root or file fails here, before the model is built
     if cfg.get("ckpt_path"):
-        model, kind = load_student(str(cfg.ckpt_path), dm), "student"
+        model, kind = load_student_for(str(cfg.ckpt_path), dm), "student"
     else:
         model = instantiate(
             cfg.teacher, class_names=dm.teacher_class_names, cache_dir=cfg.paths.cache_dir
         )
         kind = "teacher"
-    mean, std = _normalisation(model)
-    corruption_cfg = cfg.get("corruption")  # ImageNet-C corruption of the evaluation images
-    corruption = corruption_from_options(
-        None if corruption_cfg is None else OmegaConf.to_container(corruption_cfg, resolve=True)
-    )
-    dm = instantiate(cfg.data, mean=list(mean), std=list(std), corruption=corruption)
+    dm.set_normalization(model.mean, model.std)
     module = EvaluationModule(
         model,
         num_classes=dm.num_classes,
         class_offset=dm.class_offset,
         unseen_indices=dm.unseen_indices,
     )
-    runner = cfg.runner
-    limit = runner.get("limit_batches")
-    bar = str(runner.get("progress_bar", "rich"))
-    trainer = pl.Trainer(
-        accelerator=runner.accelerator,
-        devices=runner.devices,
-        precision=runner.precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        callbacks=_progress_bar(bar),
-        enable_progress_bar=bar != "none",
-        limit_test_batches=None if limit is None else int(limit),
-        default_root_dir=cfg.paths.output_dir,
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, logger=False, enable_checkpointing=False, enable_model_summary=False
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -165,9 +111,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
-def main(cfg: DictConfig) -> dict[str, Any]:
-    """Entry point: ``python -m src.eval``."""
-    return run_task(evaluate, cfg, output_dir=cfg.paths.output_dir)
+def main(cfg: DictConfig) -> float | None:
+    """Entry point: ``python -m src.eval``; returns ``cfg.optimized_metric`` for sweepers."""
+    metrics = run_task(evaluate, cfg, output_dir=cfg.paths.output_dir)
+    return metrics.get(cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":

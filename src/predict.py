@@ -12,10 +12,8 @@ colours, settings, per-image files and pixel counts). Every file is written atom
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,61 +21,32 @@ from typing import TYPE_CHECKING, Any
 import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
 from src.errors import UserError
-from src.prediction import (
+from src.pictures.palette import MAX_CLASSES, VOID_COLOR, prediction_palette
+from src.prediction.outputs import output_stems, write_outputs
+from src.prediction.predictor import (
     Predictor,
     Settings,
-    check_class_names,
-    output_stems,
+    choose_device,
+    class_list,
     predict_image,
-    predictor_from_student,
     predictor_from_teacher,
-    write_outputs,
+    student_predictor,
 )
+from src.teacher.text import validate_class_names
 from src.utils.images import check_readable, find_images, load_rgb
 from src.utils.io import atomic_save_json
-from src.utils.task import run_task
-from src.visualize_overlay import MAX_CLASSES, VOID_COLOR, prediction_palette
+from src.utils.task import check_group_choices, instantiate, run_task
 
 if TYPE_CHECKING:  # torch and the models are imported once the input is known to be good
     import torch
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-
 
 # ---------------------------------------------------------------------- configuration
-def class_list(value: Any) -> list[str] | None:
-    """``classes`` from the command line: a list, or one comma-separated string."""
-    if value is None:
-        return None
-    if isinstance(value, ListConfig | list | tuple):
-        return [str(v) for v in value]
-    if isinstance(value, str):
-        return [part for part in value.split(",")] if value.strip() else []
-    raise UserError(f"classes must be a list of names, got {value!r}", "e.g. 'classes=[cat,dog]'")
-
-
-def choose_device(name: str) -> torch.device:
-    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:<n>``."""
-    import torch
-
-    name = str(name).strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"device={name} but CUDA is not available", "use device=cpu or auto")
-        return torch.device(name)
-    raise UserError(f"unknown device {name!r}", "use device=auto, cpu, cuda or cuda:<n>")
-
-
 def read_settings(cfg: DictConfig) -> Settings:
     """The prediction settings of ``cfg``; a :class:`UserError` names a bad value."""
 
@@ -117,26 +86,16 @@ def read_settings(cfg: DictConfig) -> Settings:
     return settings
 
 
-def _instantiate(node: Any, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` that lets a :class:`UserError` through unwrapped."""
-    try:
-        return hydra.utils.instantiate(node, **kwargs)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, UserError):
-            raise err.__cause__ from None
-        raise
-
-
 # ---------------------------------------------------------------------- models
 def teacher_predictor(
     cfg: DictConfig, classes: list[str] | None, device: torch.device
 ) -> Predictor:
-    """The configured :class:`~src.models.teacher.DenseClipTeacher` on ``classes``."""
+    """The configured :class:`~src.teacher.model.DenseClipTeacher` on ``classes``."""
     if classes is None:
         raise UserError(
             "no classes given", "name the classes to find, e.g. 'classes=[cat,dog,red car]'"
         )
-    teacher = _instantiate(cfg.teacher, class_names=classes, cache_dir=cfg.paths.cache_dir)
+    teacher = instantiate(cfg.teacher, class_names=classes, cache_dir=cfg.paths.cache_dir)
     teacher = teacher.to(device)
     choice = HydraConfig.get().runtime.choices.get("teacher") if HydraConfig.initialized() else None
     predictor = predictor_from_teacher(teacher)
@@ -146,35 +105,6 @@ def teacher_predictor(
         key_smoothing=teacher.key_smoothing,
         prompt_denoising=teacher.prompt_denoising,
     )
-    return predictor
-
-
-def student_predictor(ckpt_path: str, classes: list[str] | None, device: torch.device) -> Predictor:
-    """A trained DenseCLIP+ student from ``ckpt_path``; ``classes`` re-encodes its vocabulary."""
-    path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}", "pass ckpt_path=<path to a .ckpt file>")
-    from src.models.student import DenseClipPlus  # only needed with a checkpoint
-
-    try:
-        student = DenseClipPlus.load_from_checkpoint(str(path), map_location="cpu")
-    except UserError:
-        raise
-    except Exception as err:  # pickle, zip, missing keys, wrong class: all a bad file
-        raise UserError(
-            f"cannot load the checkpoint {path}: {' '.join(str(err).split())[:300]}",
-            "pass a DenseCLIP+ checkpoint written by python -m src.train",
-        ) from None
-    if classes is not None:
-        if student.class_offset and any(c.strip().lower() == "background" for c in classes):
-            raise UserError(
-                "this student has a learned 'background' class already",
-                "leave 'background' out of classes (it is class 0 of the mask)",
-            )
-        student.set_class_names(classes)
-    student = student.to(device).eval()
-    predictor = predictor_from_student(student)
-    predictor.info["ckpt_path"] = str(path)
     return predictor
 
 
@@ -192,7 +122,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         check_readable(path)
     classes = class_list(cfg.get("classes"))
     if classes is not None:
-        check_class_names(classes)
+        validate_class_names(classes)
     device = choose_device(cfg.get("device", "auto"))
     if cfg.get("ckpt_path"):
         predictor = student_predictor(str(cfg.ckpt_path), classes, device)
@@ -237,21 +167,6 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- entry point
-def check_group_choices(argv: Sequence[str], groups: Sequence[str] = ("teacher",)) -> None:
-    """Fail early, as a :class:`UserError`, on ``<group>=<name>`` naming no config file
-    (Hydra's own message would exit with status 1; a sweep ``a,b`` checks each name)."""
-    for arg in argv:
-        match = re.fullmatch(r"\+{0,2}([\w.]+)=(.*)", arg)
-        if not match or match.group(1) not in groups or "(" in match.group(2):
-            continue  # not a group choice, or a sweep function such as glob(...)
-        group = match.group(1)
-        known = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-        for choice in match.group(2).split(","):
-            choice = choice.strip().strip("'\"")
-            if choice not in known:
-                raise UserError(f"unknown {group} '{choice}'", f"use one of: {', '.join(known)}")
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
     return run_task(predict, cfg, output_dir=cfg.paths.output_dir)

@@ -20,12 +20,11 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from src.errors import UserError
-from src.utils.task import run_task
+from src.utils.task import instantiate, instantiate_group, log_hyperparameters, run_task
 
 log = logging.getLogger(__name__)
 
@@ -36,26 +35,6 @@ _QUIET = (
     ".*litlogger.*",
     ".*litmodels.*",
 )
-
-
-def instantiate(node: Any, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` that lets a :class:`UserError` through unwrapped."""
-    try:
-        return hydra.utils.instantiate(node, **kwargs)
-    except InstantiationException as err:
-        cause = err.__cause__
-        while cause is not None and not isinstance(cause, UserError):
-            cause = cause.__cause__
-        if isinstance(cause, UserError):
-            raise cause from None
-        raise
-
-
-def _instantiate_group(group: DictConfig | None) -> list[Any]:
-    """Instantiate every ``_target_`` entry of a config group (``null`` entries are off)."""
-    if not group:
-        return []
-    return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
 
 
 def _final_metrics(trainer: pl.Trainer) -> dict[str, Any]:
@@ -81,19 +60,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "pass ckpt_path=<run dir>/checkpoints/last.ckpt (or another .ckpt)",
         )
 
-    names = instantiate(cfg.data)  # the vocabulary first: the teacher encodes it
+    dm = instantiate(cfg.data)  # the vocabulary first: the teacher encodes it
     teacher = instantiate(
-        cfg.teacher, class_names=names.teacher_class_names, cache_dir=cfg.paths.cache_dir
+        cfg.teacher, class_names=dm.teacher_class_names, cache_dir=cfg.paths.cache_dir
     )
-    dm = instantiate(cfg.data, mean=list(teacher.mean), std=list(teacher.std))
+    dm.set_normalization(teacher.mean, teacher.std)
     student = instantiate(cfg.student, _partial_=True)(
         teacher=teacher,
         class_names=dm.class_names,
         background=dm.class_offset == 1,
         unseen_indices=dm.unseen_indices,
     )
-    callbacks = _instantiate_group(cfg.get("callbacks"))
-    loggers = _instantiate_group(cfg.get("logger"))
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
     extra: dict[str, Any] = {}
     if cfg.trainer.get("fast_dev_run"):  # a smoke test writes no checkpoint at all
         callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
@@ -101,9 +80,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra
     )
-    for lg in loggers:
-        if hasattr(lg, "log_hyperparams"):
-            lg.log_hyperparams({"seed": cfg.get("seed"), "teacher": cfg.teacher.clip_model})
+    log_hyperparameters(cfg, loggers)
 
     log.info(
         "DenseCLIP+ on %s (%s, %d classes, unseen %s), teacher %s, run dir %s",
@@ -139,9 +116,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> dict[str, Any]:
-    """Entry point: ``python -m src.train``."""
-    return run_task(train, cfg, output_dir=cfg.paths.output_dir)
+def main(cfg: DictConfig) -> float | None:
+    """Entry point: ``python -m src.train``; returns ``cfg.optimized_metric`` for sweepers."""
+    metrics = run_task(train, cfg, output_dir=cfg.paths.output_dir)
+    return metrics.get(cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":

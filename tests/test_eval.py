@@ -15,7 +15,7 @@ from PIL import Image
 from tests.data.layouts import label_pattern, make_coco, make_context, make_voc, save_png
 
 ROOT = Path(__file__).resolve().parents[1]
-TEACHER = ["teacher=tiny_rn_test", "data.num_workers=0", "runner.progress_bar=tqdm"]
+TEACHER = ["teacher=tiny_rn_test", "data.num_workers=0", "trainer.enable_progress_bar=true"]
 
 
 def run_eval(
@@ -139,7 +139,7 @@ def compose_eval(tmp_path: Path, *overrides: str):
         return compose("eval", overrides=[
             f"paths.data_dir={tmp_path}", f"paths.output_dir={tmp_path}/out",
             f"paths.cache_dir={tmp_path}/cache", "teacher=tiny_rn_test", "data.num_workers=0",
-            "runner.progress_bar=none", "data.eval_scale=[64,48]", *overrides])  # fmt: skip
+            "trainer.enable_progress_bar=false", "data.eval_scale=[64,48]", *overrides])  # fmt: skip
 
 
 def test_zero_shot_voc21_counts_background_the_teacher_never_predicts(tmp_path: Path) -> None:
@@ -162,8 +162,8 @@ def test_student_checkpoint_is_evaluated(tmp_path: Path) -> None:
 
     from src.data.classnames import VOC20
     from src.eval import evaluate
-    from src.models.student import DenseClipPlus
-    from src.models.teacher import DenseClipTeacher
+    from src.student.model import DenseClipPlus
+    from src.teacher.model import DenseClipTeacher
 
     teacher = DenseClipTeacher(clip_model="dc-test-rn", pretrained=None, class_names=list(VOC20),
                                templates=["a photo of a {}."])  # fmt: skip

@@ -149,7 +149,7 @@ def student_ckpt(tmp_path: Path) -> Path:
     pl = pytest.importorskip("pytorch_lightning")
     import torch
 
-    from tests.models.student_fakes import tiny_student
+    from tests.student.fakes import tiny_student
 
     student = tiny_student()
     state = {k: v for k, v in student.state_dict().items() if not k.startswith("teacher.")}

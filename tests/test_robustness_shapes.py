@@ -40,7 +40,7 @@ def test_gaussian_noise_severity_5_scores_below_severity_1_and_clean(tmp_path: P
         f"data.dataset_options.val_length={SCENES}",
         "data.val_batch_size=24",
         "report.figure=false",
-        "runner.progress_bar=none",
+        "trainer.enable_progress_bar=false",
         f"paths.log_dir={tmp_path}/logs",
         f"paths.cache_dir={tmp_path}/cache",
     ]

@@ -149,23 +149,6 @@ def _decode_rgb(arr: np.ndarray, palette: np.ndarray, path: str | os.PathLike) -
     return out
 
 
-def pascal_palette(n: int = 256) -> np.ndarray:
-    """The PASCAL VOC colour map, ``(n, 3)`` uint8: row ``i`` is the colour of value ``i``.
-
-    Row 0 is black (background) and row 255 is (224, 224, 192) (VOC's void colour).
-    """
-    out = np.zeros((n, 3), dtype=np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        out[i] = (r, g, b)
-    return out
-
-
 def check_same_size(image: np.ndarray, label: np.ndarray, image_path: Any, label_path: Any) -> None:
     """Raise :class:`DataFileError` when an image and its label differ in size."""
     if image.shape[:2] != label.shape[:2]:

@@ -35,7 +35,7 @@ from src.errors import UserError
 
 log = logging.getLogger(__name__)
 
-#: CLIP's own normalisation (the default; the entry points pass the teacher's).
+#: CLIP's own normalisation (the default; the entry points set the model's).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -217,6 +217,16 @@ class SegmentationDataModule(pl.LightningDataModule):
         )
         self.train_set: SegmentationSamples | None = None
         self.val_set: SegmentationSamples | None = None
+
+    def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Normalise images with the model's ``mean``/``std`` (call before the data is built).
+
+        The model is built after the data module (it needs the vocabulary), so the entry
+        points hand its normalisation over here instead of building the data module twice.
+        """
+        if self.train_set is not None or self.val_set is not None:
+            raise RuntimeError("set_normalization() must come before the datasets are built")
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
     # -- building ---------------------------------------------------------------------------
     def build_raw(self, split: str) -> RawDataset:

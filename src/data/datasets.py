@@ -18,16 +18,15 @@ import numpy as np
 from src.data.base import (
     RawSample,
     check_same_size,
-    pascal_palette,
     read_image,
     read_label,
     register_dataset,
 )
 from src.errors import UserError
+from src.pictures.palette import pascal_palette
+from src.utils.images import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 class PairedDataset:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from src.data.base import RawDataset, RawSample, pascal_palette, register_dataset
+from src.data.base import RawDataset, RawSample, register_dataset
 from src.errors import UserError
+from src.pictures.palette import pascal_palette
 
 #: RGB of every colour word the world knows.
 COLOURS: dict[str, tuple[int, int, int]] = {

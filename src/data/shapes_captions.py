@@ -12,15 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from src.data.shapes import ShapeInstance, ShapesConfig, render_scene, scene_rng
-
-#: The five scene templates added to CLIP's 80 ImageNet templates (REFERENCE section 4).
-SCENE_TEMPLATES = (
-    "there is a {} in the scene.",
-    "there is the {} in the scene.",
-    "this is a {} in the scene.",
-    "this is the {} in the scene.",
-    "this is one {} in the scene.",
-)
+from src.prompts import SCENE_TEMPLATES
 
 
 def describe(obj: ShapeInstance, *, colour: bool) -> str:

@@ -206,15 +206,3 @@ def build_shapes_independent(
 
 build_shapes_independent.has_background = True  # type: ignore[attr-defined]
 build_shapes_independent.has_labels = True  # type: ignore[attr-defined]
-
-
-def export_independent_voc_layout(
-    root: str, *, config: IndependentConfig | None = None, lengths: dict[str, int] | None = None
-):
-    """Write independent-renderer images in the VOC folder layout (default: 240 val images)."""
-    from src.data.shapes import write_voc_layout
-
-    config = config or IndependentConfig()
-    lengths = lengths or {"val": 240}
-    sets = {split: IndependentShapes(config, split, n) for split, n in lengths.items()}
-    return write_voc_layout(root, sets, config.class_names)

@@ -1,0 +1,1 @@
+"""Entry-point plumbing (instantiate, task wrapper, hyper-parameters) and file helpers."""

@@ -1,23 +1,76 @@
-"""Task wrapper shared by the entry points (``src.train``, ``src.eval``, ``src.predict``)."""
+"""Entry-point plumbing shared by ``src.train``, ``src.eval`` and ``src.predict``: one
+instantiate wrapper, one task wrapper (one clear line for user errors), hyper-parameter
+logging, and early checks of config-group choices."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import hydra
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf
 
 from src.errors import UserError
 from src.utils.io import atomic_save_json, flatten_metrics
 
 log = logging.getLogger(__name__)
 
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
 
 def show_tracebacks() -> bool:
     """True when developers asked for full traces (``HYDRA_FULL_ERROR=1``)."""
     return os.environ.get("HYDRA_FULL_ERROR", "0") == "1"
+
+
+def instantiate(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets a :class:`UserError` anywhere in the cause chain
+    through, unwrapped (Hydra wraps constructor errors in ``InstantiationException``)."""
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, UserError):
+            cause = cause.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a config group (``null`` entries are off)."""
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+
+
+def log_hyperparameters(cfg: DictConfig, loggers: Sequence[Any]) -> None:
+    """Send the whole composed config (resolved) to every logger as hyper-parameters."""
+    params = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    for logger in loggers:
+        if hasattr(logger, "log_hyperparams"):
+            logger.log_hyperparams(params)
+
+
+def check_group_choices(argv: Sequence[str], groups: Sequence[str] = ("teacher",)) -> None:
+    """Fail early, as a :class:`UserError`, on ``<group>=<name>`` naming no config file
+    (Hydra's own message would exit with status 1; a sweep ``a,b`` checks each name)."""
+    for arg in argv:
+        match = re.fullmatch(r"\+{0,2}([\w.]+)=(.*)", arg)
+        if not match or match.group(1) not in groups or "(" in match.group(2):
+            continue  # not a group choice, or a sweep function such as glob(...)
+        group = match.group(1)
+        known = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        for choice in match.group(2).split(","):
+            choice = choice.strip().strip("'\"")
+            if choice not in known:
+                raise UserError(f"unknown {group} '{choice}'", f"use one of: {', '.join(known)}")
 
 
 def run_task(

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from src.data.base import pascal_palette
+from src.pictures.palette import pascal_palette
 
 SIZE = (24, 32)  # (H, W) of every generated image
 

@@ -251,7 +251,7 @@ def test_hydra_instantiate_passes_a_corruption_through() -> None:
 def test_eval_records_the_corruption_in_its_metrics(tmp_path: Path) -> None:
     overrides = [
         "data=shapes", "teacher=tiny_rn_test", "corruption=jpeg", "corruption.severity=4",
-        "data.dataset_options.val_length=2", "runner.progress_bar=none", "report.figure=false",
+        "data.dataset_options.val_length=2", "trainer.enable_progress_bar=false", "report.figure=false",
         f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/run",
     ]  # fmt: skip
     with hydra.initialize_config_dir(str(CONF.parent), version_base="1.3"):

@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from src.data.base import DATASETS, DataFileError, pascal_palette
+from src.data.base import DATASETS, DataFileError
 from src.data.datasets import CocoStuffDataset, ContextDataset, FolderDataset, VOCDataset
 from src.errors import UserError
+from src.pictures.palette import pascal_palette
 from tests.data.layouts import (
     SIZE,
     label_pattern,

@@ -1,4 +1,4 @@
-"""Qualitative grids: ``src.qualitative`` (masks, confidences, figure) and its command line."""
+"""Qualitative grids: ``src.pictures.grid`` (masks, confidences, figure) and its command line."""
 
 from __future__ import annotations
 
@@ -14,18 +14,10 @@ import torch
 from PIL import Image
 
 from src.errors import UserError
-from src.models.teacher import DenseClipTeacher
-from src.prediction import predict_image
-from src.qualitative import (
-    GridModel,
-    build_grid,
-    grid_figure,
-    grid_settings,
-    legend_classes,
-    predictor_from_student,
-    predictor_from_teacher,
-)
-from src.visualize_overlay import blend
+from src.pictures.grid import GridModel, build_grid, grid_figure, grid_settings, legend_classes
+from src.pictures.overlay import blend
+from src.prediction.predictor import predict_image, predictor_from_student, predictor_from_teacher
+from src.teacher.model import DenseClipTeacher
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "qualitative_grid.py"
@@ -67,7 +59,7 @@ def save_student(path: Path):
     """A tiny DenseCLIP+ (dc-test-rn teacher, ResNet-18, background counted) saved to ``path``."""
     import pytorch_lightning as pl
 
-    from tests.models.student_fakes import tiny_student
+    from tests.student.fakes import tiny_student
 
     student = tiny_student()
     state = {k: v for k, v in student.state_dict().items() if not k.startswith("teacher.")}
@@ -122,7 +114,7 @@ def test_grid_cells_are_the_predictions_of_src_prediction(teacher: DenseClipTeac
 
 
 def test_a_student_in_memory_predicts_as_its_checkpoint_does(tmp_path: Path) -> None:
-    from src.predict import student_predictor
+    from src.prediction.predictor import student_predictor
 
     student = save_student(tmp_path / "s.ckpt").eval()
     image, settings, cpu = _noise(30, 41, 3), grid_settings(max_size=40), torch.device("cpu")

@@ -1,0 +1,1 @@
+"""Evaluation: segmentation metrics, the evaluation module, reports (tables, confusion matrices)."""

@@ -1,0 +1,1 @@
+"""Pictures: one palette, overlays with legends, confusion matrices, grids, validation panels."""

@@ -1,0 +1,1 @@
+"""Prediction on any images: sizing and sliding windows, the predictor, decoding, output files."""

@@ -1,0 +1,166 @@
+"""The predictor: any dense model (teacher or student) reduced to what prediction needs,
+and :func:`predict_image`, one RGB image -> a :class:`~src.prediction.decode.Decoded` mask at
+its own size (sizing, sliding windows, decoding).
+
+Plain typed code behind ``python -m src.predict`` and the web page (which read the config).
+torch is imported inside the functions, so that bad input is reported before it loads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from src.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from src.prediction.decode import Decoded
+    from src.student.model import DenseClipPlus
+    from src.teacher.model import DenseClipTeacher
+
+
+@dataclass
+class Predictor:
+    """A model reduced to what prediction needs."""
+
+    scorer: Callable[[torch.Tensor], torch.Tensor]  #: normalised (B,3,h,w) -> (B,K,h,w) logits
+    normalize: Callable[[torch.Tensor], torch.Tensor]  #: [0, 1] images -> model input
+    class_names: list[str]
+    logit_scale: float
+    native_size: int  #: the model's own input size: smaller images are enlarged to it
+    info: dict[str, Any] = field(default_factory=dict)
+    model: Any = None  #: the wrapped model (a teacher or a student)
+
+
+def predictor_from_teacher(teacher: DenseClipTeacher) -> Predictor:
+    """A built :class:`~src.teacher.model.DenseClipTeacher` as a :class:`Predictor`
+    (cosine scores, softmax scale 100, enlarged to the CLIP's input size like ``src.predict``)."""
+    return Predictor(
+        scorer=lambda x: teacher.predict_logits(x),
+        normalize=teacher.normalize,
+        class_names=list(teacher.class_names),
+        logit_scale=100.0,
+        native_size=int(teacher.image_size),
+        info={"model": "teacher", "clip_model": teacher.clip_model},
+        model=teacher,
+    )
+
+
+def predictor_from_student(student: DenseClipPlus) -> Predictor:
+    """A trained :class:`~src.student.model.DenseClipPlus` in memory as a :class:`Predictor`
+    (its logits, softmax scale 1, its teacher's normalisation); put it in eval mode first."""
+    return Predictor(
+        scorer=lambda x: student.predict_logits(x),
+        normalize=student.normalize,
+        class_names=list(student.class_names),
+        logit_scale=1.0,
+        native_size=int(student.image_size),
+        info={"model": "student", "clip_model": student.clip_model},
+        model=student,
+    )
+
+
+def student_predictor(
+    ckpt_path: str, classes: Sequence[str] | None, device: torch.device | str = "cpu"
+) -> Predictor:
+    """A trained DenseCLIP+ student from ``ckpt_path`` (``classes``: a new vocabulary)."""
+    from pathlib import Path
+
+    from src.student.checkpoint import load_student  # only needed with a checkpoint
+
+    student = load_student(ckpt_path)
+    if classes is not None:
+        if student.class_offset and any(c.strip().lower() == "background" for c in classes):
+            raise UserError(
+                "this student has a learned 'background' class already",
+                "leave 'background' out of classes (it is class 0 of the mask)",
+            )
+        student.set_class_names(list(classes))
+    predictor = predictor_from_student(student.to(device).eval())
+    predictor.info["ckpt_path"] = str(Path(ckpt_path).expanduser())
+    return predictor
+
+
+@dataclass
+class Settings:
+    """How images are sized, windowed and decoded (validated from the config)."""
+
+    max_size: int | None
+    min_size: int | str | None  #: pixels, ``"auto"`` (the model's input size) or None
+    sliding_window: bool
+    window: int
+    stride: int
+    window_batch: int
+    threshold: float | None
+    logit_scale: float | None  #: None: the model's own (100 for cosine scores)
+    confidence_maps: bool
+    overlay_alpha: float
+    legend_max_entries: int
+
+
+def class_list(value: Any) -> list[str] | None:
+    """A class list from the command line or a form: a list, or one comma-separated string."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [part for part in value.split(",")] if value.strip() else []
+    if isinstance(value, Sequence):
+        return [str(v) for v in value]
+    raise UserError(f"classes must be a list of names, got {value!r}", "e.g. 'classes=[cat,dog]'")
+
+
+def choose_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:<n>``."""
+    import torch
+
+    name = str(name).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"device={name} but CUDA is not available", "use device=cpu or auto")
+        return torch.device(name)
+    raise UserError(f"unknown device {name!r}", "use device=auto, cpu, cuda or cuda:<n>")
+
+
+def predict_image(
+    predictor: Predictor, image: np.ndarray, settings: Settings, device: torch.device
+) -> Decoded:
+    """(H, W, 3) uint8 image -> :class:`~src.prediction.windows.Decoded` at the image's size."""
+    import torch
+
+    from src.prediction.decode import decode_logits
+    from src.prediction.windows import resize_short_side, sliding_window_logits
+
+    h, w = image.shape[:2]
+    x = torch.from_numpy(np.array(image, dtype=np.uint8)).to(device).permute(2, 0, 1)[None]
+    min_size = predictor.native_size if settings.min_size == "auto" else settings.min_size
+    if min_size is not None and settings.max_size is not None:
+        min_size = min(int(min_size), settings.max_size)
+    x = resize_short_side(x.float() / 255, settings.max_size, min_size)
+    x = predictor.normalize(x)
+    if settings.sliding_window:
+        logits = sliding_window_logits(
+            predictor.scorer,
+            x,
+            window=settings.window,
+            stride=settings.stride,
+            batch_size=settings.window_batch,
+        )
+    else:
+        logits = predictor.scorer(x)
+    scale = predictor.logit_scale if settings.logit_scale is None else settings.logit_scale
+    return decode_logits(
+        logits[0],
+        (h, w),
+        scale=scale,
+        threshold=settings.threshold,
+        confidence_maps=settings.confidence_maps,
+    )

@@ -1,0 +1,16 @@
+"""DenseCLIP+, the student: backbones, decoders, the LightningModule that distils the frozen
+teacher, its validation, the teacher -> self-label switch and the training callbacks."""
+
+from src.student.callbacks import ValidateAtEnd, ValidationImages, ValidationReport
+from src.student.checkpoint import load_student
+from src.student.model import DenseClipPlus
+from src.student.switch import PseudoLabelSwitch
+
+__all__ = [
+    "DenseClipPlus",
+    "PseudoLabelSwitch",
+    "ValidateAtEnd",
+    "ValidationImages",
+    "ValidationReport",
+    "load_student",
+]

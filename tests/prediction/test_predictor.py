@@ -1,0 +1,64 @@
+"""Prediction helpers: distinct output names, class lists, one image end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from src.errors import UserError
+from src.prediction.outputs import class_slugs, output_stems
+from src.prediction.predictor import Predictor, Settings, class_list, predict_image
+
+
+def test_output_stems_are_distinct() -> None:
+    paths = [Path("a/x.jpg"), Path("a/x.png"), Path("b/x.png"), Path("a/y.png")]
+    assert output_stems(paths) == ["x_jpg", "x_png", "x_png_2", "y"]
+
+
+def test_class_slugs_are_file_safe_and_distinct() -> None:
+    assert class_slugs(["red car", "red_car", "a/b", "???"]) == [
+        "red_car",
+        "red_car_1",
+        "a_b",
+        "class3",
+    ]
+
+
+def test_class_list_from_the_command_line_or_a_form() -> None:
+    assert class_list("cat,dog,red car") == ["cat", "dog", "red car"]
+    assert class_list(["cat", "red car"]) == ["cat", "red car"]
+    assert class_list("  ") == [] and class_list(None) is None
+    with pytest.raises(UserError, match="list of names"):
+        class_list(3)
+
+
+def _settings(**kw) -> Settings:
+    base = dict(max_size=32, min_size="auto", sliding_window=False, window=16, stride=12,
+                window_batch=2, threshold=None, logit_scale=None, confidence_maps=False,
+                overlay_alpha=0.5, legend_max_entries=5)  # fmt: skip
+    return Settings(**(base | kw))
+
+
+def test_predict_image_resizes_for_the_model_and_decodes_at_full_size() -> None:
+    seen = []
+    weight = torch.randn(4, 3, 1, 1)
+
+    def scorer(x: torch.Tensor) -> torch.Tensor:
+        seen.append((x.shape[0], *x.shape[-2:]))
+        return F.conv2d(x, weight)
+
+    predictor = Predictor(scorer=scorer, normalize=lambda x: x - 0.5, class_names=list("abcd"),
+                          logit_scale=1.0, native_size=24)  # fmt: skip
+    image = np.random.default_rng(0).integers(0, 256, (50, 80, 3), dtype=np.uint8)
+    out = predict_image(predictor, image, _settings(), torch.device("cpu"))
+    assert seen == [(1, 32, 51)]  # short side shrunk to max_size
+    assert out.mask.shape == (50, 80) and int(out.mask.max()) < 4
+    small = image[:10, :15]
+    out = predict_image(predictor, small, _settings(sliding_window=True), torch.device("cpu"))
+    # enlarged to the model's 24 px (24 x 36); windows at rows 0, 8 x columns 0, 12, 20
+    assert seen[1:] == [(2, 16, 16)] * 3
+    assert out.mask.shape == (10, 15)

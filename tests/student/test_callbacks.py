@@ -1,0 +1,52 @@
+"""ValidationImages writes image | teacher | student | ground truth panels; ValidateAtEnd."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from src.pictures.palette import colorize
+from src.pictures.panels import PALETTE, denormalise, panel
+from src.student.callbacks import ValidateAtEnd, ValidationImages
+from tests.student.fakes import Scenes, ScenesData, quick_trainer, tiny_student
+
+
+def test_panel_layout_and_colours() -> None:
+    labels = np.array([[0, 1], [255, 2]])
+    assert (colorize(labels, PALETTE) == PALETTE[labels]).all()
+    pic = panel(np.zeros((4, 4, 3), np.uint8), labels, labels, gap=1)
+    assert pic.shape == (2, 2 + 1 + 2 + 1 + 2, 3)  # the image is resized to the label size
+    assert (pic[:, 3:5] == colorize(labels, PALETTE)).all()
+    img = torch.rand(3, 5, 6)
+    rgb = denormalise((img - 0.5) / 0.25, (0.5,) * 3, (0.25,) * 3)
+    assert np.abs(rgb.astype(float) - img.permute(1, 2, 0).numpy() * 255).max() <= 0.51
+
+
+def test_writes_the_first_validation_samples(tmp_path) -> None:
+    student = tiny_student()
+    cb = ValidationImages(num_images=3, dirpath=str(tmp_path / "pics"))
+    trainer = quick_trainer(tmp_path, max_steps=1, val_check_interval=1, callbacks=[cb])
+    trainer.fit(student, datamodule=ScenesData(n_val=4, batch_size=2))
+    names = sorted(p.name for p in (tmp_path / "pics").iterdir())
+    assert names == [f"step000001_scene{i}.png" for i in range(3)]
+    pic = np.asarray(Image.open(tmp_path / "pics" / "step000001_scene1.png"))
+    assert pic.shape == (32, 4 * 32 + 3 * 4, 3)
+    truth = Scenes(4, train=False)[1]["target"].numpy()
+    assert (pic[:, -32:] == colorize(truth, PALETTE)).all()  # last panel: the ground truth
+    student.eval()
+    with torch.no_grad():
+        pred = student.predict_logits(Scenes(4, train=False)[1]["image"][None]).argmax(1)[0]
+    shown = pic[:, 2 * 36 : 2 * 36 + 32].astype(int)  # third panel: the student
+    col = colorize(pred.numpy(), PALETTE).astype(int)
+    void = truth == 255  # faded where the metric ignores the pixel
+    assert (shown[~void] == col[~void]).all() and (shown[void] == col[void] // 2 + 128).all()
+
+
+def test_validate_at_end_scores_the_final_step(tmp_path) -> None:
+    plain = quick_trainer(tmp_path, max_steps=3)
+    plain.fit(tiny_student(), datamodule=ScenesData())
+    assert "val/miou" not in plain.callback_metrics
+    trainer = quick_trainer(tmp_path, max_steps=3, callbacks=[ValidateAtEnd()])
+    trainer.fit(tiny_student(), datamodule=ScenesData())
+    assert trainer.callback_metrics["val/step"] == 3 and trainer.global_step == 3
