@@ -58,8 +58,39 @@ class DeepLabV2Head(nn.Module):
         return torch.stack([branch(x) for branch in self.branches]).sum(0)
 
 
+class ASPPPooling(nn.Sequential):
+    """ASPP's image-level branch: global average pool, 1x1 conv, upsampled back."""
+
+    def __init__(self, in_channels: int, channels: int) -> None:
+        super().__init__(nn.AdaptiveAvgPool2d(1), _conv_bn_relu(in_channels, channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _resize(super().forward(x), x.shape[-2:])
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling (DeepLabv3): image pooling + a 1x1 branch + dilated
+    depthwise-separable branches, concatenated and fused by a 3x3 bottleneck."""
+
+    def __init__(
+        self, in_channels: int, channels: int, dilations: Sequence[int] = (1, 12, 24, 36)
+    ) -> None:
+        super().__init__()
+        self.image_pool = ASPPPooling(in_channels, channels)
+        self.branches = nn.ModuleList(
+            _conv_bn_relu(in_channels, channels) if d == 1 else _separable(in_channels, channels, d)
+            for d in dilations
+        )
+        self.bottleneck = _conv_bn_relu((len(dilations) + 1) * channels, channels, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bottleneck(
+            torch.cat([self.image_pool(x), *(branch(x) for branch in self.branches)], dim=1)
+        )
+
+
 class DeepLabV3PlusHead(nn.Module):
-    """Depthwise-separable ASPP (1/12/24/36 + image pooling) with a low-level skip (-> 48)."""
+    """:class:`ASPP` (1/12/24/36 + image pooling) with a low-level skip (-> 48)."""
 
     def __init__(
         self,
@@ -73,14 +104,7 @@ class DeepLabV3PlusHead(nn.Module):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        self.image_pool = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), _conv_bn_relu(in_channels, channels)
-        )
-        self.aspp = nn.ModuleList(
-            _conv_bn_relu(in_channels, channels) if d == 1 else _separable(in_channels, channels, d)
-            for d in dilations
-        )
-        self.bottleneck = _conv_bn_relu((len(dilations) + 1) * channels, channels, 3)
+        self.aspp = ASPP(in_channels, channels, dilations)
         self.skip = _conv_bn_relu(low_level_channels, skip_channels)
         self.fuse = nn.Sequential(
             _separable(channels + skip_channels, channels),
@@ -90,15 +114,29 @@ class DeepLabV3PlusHead(nn.Module):
         self.proj = nn.Conv2d(channels, embed_dim, 1)
 
     def forward(self, features: Mapping[str, Tensor]) -> Tensor:
-        x, low = features["out"], features["low"]
-        pooled = _resize(self.image_pool(x), x.shape[-2:])
-        x = self.bottleneck(torch.cat([pooled, *(branch(x) for branch in self.aspp)], dim=1))
+        x, low = self.aspp(features["out"]), features["low"]
         x = torch.cat([_resize(x, low.shape[-2:]), self.skip(low)], dim=1)
         return self.proj(self.dropout(self.fuse(x)))
 
 
+class PyramidPooling(nn.Module):
+    """PSPNet's pyramid pooling: the input concatenated with its pooled (1/2/3/6 bins) and
+    upsampled summaries."""
+
+    def __init__(self, in_channels: int, channels: int, scales: Sequence[int] = (1, 2, 3, 6)):
+        super().__init__()
+        self.stages = nn.ModuleList(
+            nn.Sequential(nn.AdaptiveAvgPool2d(s), _conv_bn_relu(in_channels, channels))
+            for s in scales
+        )
+        self.out_channels = in_channels + len(scales) * channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([x, *(_resize(stage(x), x.shape[-2:]) for stage in self.stages)], dim=1)
+
+
 class PSPHead(nn.Module):
-    """Pyramid pooling (1/2/3/6 bins), concatenated with the input, 3x3 bottleneck, 1x1 to ``D``."""
+    """:class:`PyramidPooling`, a 3x3 bottleneck, then 1x1 to ``D``."""
 
     def __init__(
         self,
@@ -110,26 +148,21 @@ class PSPHead(nn.Module):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        self.stages = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(s), _conv_bn_relu(in_channels, channels))
-            for s in pool_scales
-        )
-        self.bottleneck = _conv_bn_relu(in_channels + len(pool_scales) * channels, channels, 3)
+        self.pyramid = PyramidPooling(in_channels, channels, pool_scales)
+        self.bottleneck = _conv_bn_relu(self.pyramid.out_channels, channels, 3)
         self.dropout = nn.Dropout2d(dropout)
         self.proj = nn.Conv2d(channels, embed_dim, 1)
 
     def forward(self, features: Mapping[str, Tensor]) -> Tensor:
-        x = features["out"]
-        pyramid = [_resize(stage(x), x.shape[-2:]) for stage in self.stages]
-        return self.proj(self.dropout(self.bottleneck(torch.cat([x, *pyramid], dim=1))))
+        return self.proj(self.dropout(self.bottleneck(self.pyramid(features["out"]))))
 
 
 HEADS = ("deeplabv2", "deeplabv3plus", "pspnet")
 
 
 def build_head(
-    name: str,
     *,
+    name: str,
     in_channels: int,
     low_level_channels: int,
     embed_dim: int,

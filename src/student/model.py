@@ -58,7 +58,7 @@ class StudentNet(nn.Module):
             depth=depth, weights=weights, output_stride=output_stride, num_stages=num_stages
         )
         self.head = build_head(
-            head,
+            name=head,
             in_channels=self.backbone.out_channels,
             low_level_channels=self.backbone.low_level_channels,
             embed_dim=dim,

@@ -104,7 +104,7 @@ def test_bad_backbone_arguments() -> None:
     with pytest.raises(UserError, match="output_stride"):
         build_backbone(depth=18, weights="none", output_stride=4)
     with pytest.raises(UserError, match="head"):
-        build_head("fcn", in_channels=8, low_level_channels=8, embed_dim=4)
+        build_head(name="fcn", in_channels=8, low_level_channels=8, embed_dim=4)
 
 
 def test_deeplabv2_head_is_the_sum_of_four_dilated_convs() -> None:
@@ -131,18 +131,20 @@ def test_deeplabv3plus_head_shapes_and_separable_aspp() -> None:
 
 def test_psp_head_shapes() -> None:
     head = PSPHead(in_channels=32, embed_dim=8, channels=16)
-    assert [s[0].output_size for s in head.stages] == [1, 2, 3, 6]
+    assert [s[0].output_size for s in head.pyramid.stages] == [1, 2, 3, 6]
     assert head({"out": torch.randn(2, 32, 12, 10)}).shape == (2, 8, 12, 10)
 
 
 def test_deeplabv2_rates_are_configurable_and_checked() -> None:
     head = build_head(
-        "deeplabv2", in_channels=8, low_level_channels=4, embed_dim=6, dilations=[1, 2]
+        name="deeplabv2", in_channels=8, low_level_channels=4, embed_dim=6, dilations=[1, 2]
     )
     assert [conv.dilation for conv in head.branches] == [(1, 1), (2, 2)]
-    default = build_head("deeplabv2", in_channels=8, low_level_channels=4, embed_dim=6)
+    default = build_head(name="deeplabv2", in_channels=8, low_level_channels=4, embed_dim=6)
     assert [conv.dilation[0] for conv in default.branches] == [6, 12, 18, 24]
     with pytest.raises(UserError, match="head_dilations"):
-        build_head("deeplabv2", in_channels=8, low_level_channels=4, embed_dim=6, dilations=[0])
+        build_head(
+            name="deeplabv2", in_channels=8, low_level_channels=4, embed_dim=6, dilations=[0]
+        )
     with pytest.raises(UserError, match="head_dilations"):
-        build_head("pspnet", in_channels=8, low_level_channels=4, embed_dim=6, dilations=[1])
+        build_head(name="pspnet", in_channels=8, low_level_channels=4, embed_dim=6, dilations=[1])
