@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from src.teacher import refine
 from src.teacher.features import dense_extractor, output_stride, pad_to_multiple
 from src.teacher.loading import create_clip
+from src.teacher.refine import CLIP_LOGIT_SCALE
 from src.teacher.text import (
     cache_key,
     encode_class_names,
@@ -54,8 +55,9 @@ class DenseClipTeacher(pl.LightningModule):
             a class; ``None``: no background words (the default).
         background_threshold: pixels whose best class probability ``softmax(logit_scale *
             cos)`` is below it become background; ``None``: off (the default, the paper's).
-        logit_scale: the temperature of those probabilities (and of prediction's confidences):
-            100 is CLIP's and MaskCLIP's, the training-free heads use 40 or 50.
+        logit_scale: the temperature of those probabilities (and of prediction's confidences);
+            ``None``: the head's own, 100 for DenseCLIP (CLIP's and MaskCLIP's); the
+            training-free heads use 40 or 50.
 
     With background words or a threshold the teacher has a background: its class scores gain a
     channel 0 for it (``has_background``), the data's background where it is counted.
@@ -77,7 +79,7 @@ class DenseClipTeacher(pl.LightningModule):
         quick_gelu: bool | None = None,
         background: str | Sequence[str] | None = None,
         background_threshold: float | None = None,
-        logit_scale: float = 100.0,
+        logit_scale: float | None = None,
     ) -> None:
         super().__init__()
         # the keyword arguments that rebuild this teacher (the student stores them)
@@ -90,6 +92,7 @@ class DenseClipTeacher(pl.LightningModule):
         self.ks_threshold = float(ks_threshold)
         self.pd_threshold = float(pd_threshold)
         self.cache_dir = None if cache_dir is None else str(cache_dir)
+        logit_scale = CLIP_LOGIT_SCALE if logit_scale is None else float(logit_scale)
         check_background_options(background_threshold, logit_scale)
         self.background = (
             background if background is None or isinstance(background, str) else list(background)
