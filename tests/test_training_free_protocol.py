@@ -148,7 +148,7 @@ def test_shapes_background_threshold_is_scored_as_the_teacher_decides(tmp_path: 
     from src.teacher.model import DenseClipTeacher
 
     overrides = ["protocol=training_free", "data=shapes_bg", "teacher=tiny_shapes",
-                 "data.dataset_options.val_length=6", "data.eval_scale=null",
+                 "data.dataset_options.val_length=3", "data.eval_scale=null",
                  "teacher.logit_scale=3", "teacher.background_threshold=0.6",
                  "report.figure=false"]  # fmt: skip
     metrics = evaluate(compose_eval(tmp_path, *overrides))
@@ -156,7 +156,7 @@ def test_shapes_background_threshold_is_scored_as_the_teacher_decides(tmp_path: 
                                class_names=["circle", "square", "triangle"], logit_scale=3,
                                background_threshold=0.6)  # fmt: skip
     expected = SegmentationMetrics(4)
-    for index in range(6):
+    for index in range(3):
         scene = render_scene(make_config(), index, "val")
         x = torch.from_numpy(np.ascontiguousarray(scene.image)).permute(2, 0, 1)[None] / 255
         expected.update(
