@@ -2,6 +2,10 @@
 
     python -m src.eval data=voc data.root=/datasets/VOCdevkit/VOC2012 teacher=rn50
     python -m src.eval data=voc split=voc_zs5 ckpt_path=logs/train/runs/.../last.ckpt
+    python -m src.eval -m protocol=training_free teacher=vit_b16 data=voc21,context60,...
+
+``protocol=training_free`` evaluates as the training-free papers do (their sizes, sliding
+windows, class-name files, background threshold; ``conf/protocol``, docs/FIDELITY.md).
 
 Writes ``metrics.json`` (``val/miou`` ... and ``val/iou/<class>``, fractions; null where a
 class has no ground truth), ``per_class.md``, ``confusion_matrix.csv`` and
