@@ -14,6 +14,10 @@ inputs) as markdown and CSV, atomically:
 - ``table3_by_clip``: mIoU by CLIP variant and method, datasets as columns (Tables 2b, 3);
 - ``table5_corruption``: mIoU by corruption x severity (and CLIP), one block per dataset and
   method (Tables 4-5); the clean runs fill the "None" row;
+- ``training_free``: runs under ``protocol=training_free``: mIoU on the 8 benchmarks (VOC21,
+  PC60, Object, VOC20, PC59, Stuff, City, ADE) and their mean, by head and CLIP, with the
+  published rows of every head beside them (``src/evaluation/benchmarks.py``); these runs stay
+  out of the other tables;
 - ``runs.csv``: one line per run, and ``results.md`` with every table.
 
 Scores are percentages of the fractions in ``metrics.json``. A cell averages every run that
@@ -43,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from src.data.corruptions import ALIASES, CORRUPTIONS, NONE  # noqa: E402
 from src.errors import UserError  # noqa: E402
+from src.evaluation.benchmarks import PUBLISHED, TRAINING_FREE_BENCHMARKS  # noqa: E402
 from src.utils.io import atomic_write_text  # noqa: E402
 
 METRICS = (("miou_seen", "mIoU(S)"), ("miou_unseen", "mIoU(U)"), ("miou", "mIoU"), ("hiou", "hIoU"))
@@ -63,6 +68,8 @@ SETTING_ORDER = ("supervised", "zero_shot", "annotation_free")
 METHOD_ORDER = ("DenseCLIP", "DenseCLIP+")
 CLIP_ORDER = ("rn50", "rn101", "rn50x4", "rn50x16", "rn50x64", "vit_b32", "vit_b16", "vit_l14")
 UNKNOWN = "-"
+DEFAULT_HEAD = "maskclip"  #: the teacher's head when the config names none (DenseCLIP's)
+TRAINING_FREE = "training_free"
 
 
 @dataclass
@@ -78,6 +85,8 @@ class Run:
     corruption: str = NONE
     severity: int = 0
     scores: dict[str, float | None] = field(default_factory=dict)
+    protocol: str = NONE  #: the evaluation protocol (``protocol=``), ``none`` by default
+    head: str = DEFAULT_HEAD  #: the teacher's dense head (``teacher.head``)
 
 
 @dataclass
@@ -219,6 +228,8 @@ def load_runs(metrics_path: Path) -> list[Run]:
         setting=_text(_select(config, "data.setting"), choices.get("split")),
     )
     base["corruption"], base["severity"] = _corruption(metrics, config, choices)
+    base["protocol"] = _text(choices.get("protocol"), _select(config, "protocol.name"), NONE)
+    base["head"] = _text(_select(config, "teacher.head"), DEFAULT_HEAD)
     clip = _text(
         ckpt_choices.get("teacher"),
         choices.get("teacher"),
@@ -335,6 +346,37 @@ def table_corruption(runs: list[Run]) -> Table | None:
     return Table("table5_corruption", title, labels, columns, rows)
 
 
+def table_training_free(runs: list[Run]) -> Table | None:
+    """The training-free benchmark: mIoU on its 8 datasets and their mean (only when all 8 are
+    there), by head and CLIP, then the published rows (``src/evaluation/benchmarks.py``)."""
+    ours = [r for r in runs if r.protocol == TRAINING_FREE and r.corruption == NONE]
+    if not ours:
+        return None
+    keys = sorted({(r.method, r.head, r.clip) for r in ours}, key=lambda k: k)
+    cells: dict[tuple[str, ...], list[float | None]] = defaultdict(list)
+    for r in ours:
+        cells[(r.method, r.head, r.clip, r.dataset)].append(r.scores.get("miou"))
+    rows = []
+    for method, head, clip in keys:
+        values = [
+            _mean(cells.get((method, head, clip, d), [])) for d, _ in TRAINING_FREE_BENCHMARKS
+        ]
+        rows.append((["measured", f"{method} ({head})", clip, "this run"], _with_mean(values)))
+    for row in PUBLISHED:
+        values = [(v / 100.0, 1) for v in row.miou]
+        rows.append((["published", row.label, "ViT-B/16", row.source], _with_mean(values)))
+    columns = [label for _, label in TRAINING_FREE_BENCHMARKS] + ["Mean"]
+    title = "Training-free benchmark (protocol=training_free): mIoU, measured and published"
+    return Table("training_free", title, ["Source", "Method", "CLIP", "Reference"], columns, rows)
+
+
+def _with_mean(values: list[tuple[float | None, int]]) -> list[tuple[float | None, int]]:
+    """``values`` plus their mean (None unless every value is there)."""
+    if any(v is None for v, _ in values):
+        return [*values, (None, 0)]
+    return [*values, (sum(v for v, _ in values) / len(values), 1)]  # type: ignore[misc]
+
+
 # -- writing ------------------------------------------------------------------------------------
 
 
@@ -394,7 +436,17 @@ def collect(
     runs = [run for path in metrics_files for run in load_runs(path)]
     if not runs:
         raise UserError("none of the metrics.json files holds an mIoU", "pass eval or train runs")
-    tables = [t for t in (table_by_dataset(runs), table_by_clip(runs), table_corruption(runs)) if t]
+    plain = [r for r in runs if r.protocol != TRAINING_FREE]
+    tables = [
+        t
+        for t in (
+            table_by_dataset(plain),
+            table_by_clip(plain),
+            table_corruption(plain),
+            table_training_free(runs),
+        )
+        if t
+    ]
     markdown = "\n".join(to_markdown(t) for t in tables)
     if out is None:
         out = os.path.commonpath([p.parent for p in metrics_files])

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     for split in ("train2017", "val2017"):
         folder = require(args.root / "annotations" / split, f"COCO-Stuff {split} maps", FIX)
         require(args.root / "images" / split, f"COCO {split} images", FIX)
-        maps = sorted(p for p in folder.glob("*.png") if not p.name.endswith(SUFFIX))
+        maps = sorted(p for p in folder.glob("*.png") if not p.stem.endswith("TrainIds"))
         if not maps:
             raise UserError(f"no stuff maps (*.png) in {folder}", FIX)
         todo = [p for p in maps if not p.with_name(p.stem + SUFFIX).exists()]

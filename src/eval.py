@@ -2,6 +2,10 @@
 
     python -m src.eval data=voc data.root=/datasets/VOCdevkit/VOC2012 teacher=rn50
     python -m src.eval data=voc split=voc_zs5 ckpt_path=logs/train/runs/.../last.ckpt
+    python -m src.eval -m protocol=training_free teacher=vit_b16 data=voc21,context60,...
+
+``protocol=training_free`` evaluates as the training-free papers do (their sizes, sliding
+windows, class-name files, background threshold; ``conf/protocol``, docs/FIDELITY.md).
 
 Writes ``metrics.json`` (``val/miou`` ... and ``val/iou/<class>``, fractions; null where a
 class has no ground truth), ``per_class.md``, ``confusion_matrix.csv`` and
@@ -47,6 +51,56 @@ def load_student_for(ckpt_path: str, dm: Any) -> Any:
     return student
 
 
+def protocol_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The evaluation protocol's settings (``protocol=``; none: ``{}``), checked."""
+    node = cfg.get("protocol")
+    protocol = {} if node is None else dict(OmegaConf.to_container(node, resolve=True))
+    name = protocol.get("name", "none")
+    if name != "none" and protocol.get("dataset") is None:
+        choice = cfg.data.get("dataset")
+        raise UserError(
+            f"protocol={name} has no settings for this dataset ({choice})",
+            f"use one of its benchmarks: data={','.join(protocol.get('benchmarks', []))}",
+        )
+    if protocol.get("sliding_window"):
+        window, stride = int(protocol["window"]), int(protocol["stride"])
+        if not 0 < stride <= window:
+            raise UserError(
+                f"protocol.window={window} / protocol.stride={stride}: need 0 < stride <= window"
+            )
+    return protocol
+
+
+def check_background(teacher: Any, dm: Any) -> None:
+    """A teacher with a background (words or a threshold) needs data that counts it."""
+    if getattr(teacher, "has_background", False) and not dm.count_background:
+        raise UserError(
+            f"the teacher has a background class (teacher.background_threshold="
+            f"{teacher.background_threshold}) but {dm.dataset!r} does not count background "
+            "here",
+            "evaluate on data that counts it (voc21, context60, coco_object, shapes_bg with "
+            "split=supervised or protocol=training_free), or set teacher.background_threshold=null",
+        )
+
+
+def windowed(model: Any, protocol: dict[str, Any]) -> Any:
+    """``model`` scored over the protocol's sliding windows (the one implementation in
+    :mod:`src.prediction.windows`)."""
+    from src.prediction.predictor import predictor_from_student, predictor_from_teacher
+    from src.prediction.windowed import WindowedModel
+
+    if hasattr(model, "classify"):
+        predictor = predictor_from_teacher(model)
+    else:
+        predictor = predictor_from_student(model)
+    return WindowedModel(
+        predictor,
+        window=int(protocol["window"]),
+        stride=int(protocol["stride"]),
+        window_batch=int(protocol.get("window_batch", 8)),
+    )
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Build data and model from ``cfg``, score the validation split, write the report."""
     if cfg.get("seed") is not None:
@@ -62,16 +116,22 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "evaluate on a labelled dataset (voc, context59, ...); use src.predict for folders",
         )
     dm.build_raw(dm.val_split)  # a missing root or file fails here, before the model is built
+    protocol = protocol_settings(cfg)
     if cfg.get("ckpt_path"):
         model, kind = load_student_for(str(cfg.ckpt_path), dm), "student"
     else:
+        extra = {} if dm.teacher_background is None else {"background": dm.teacher_background}
         model = instantiate(
-            cfg.teacher, class_names=dm.teacher_class_names, cache_dir=cfg.paths.cache_dir
+            cfg.teacher,
+            class_names=dm.teacher_class_names,
+            cache_dir=cfg.paths.cache_dir,
+            **extra,
         )
         kind = "teacher"
+        check_background(model, dm)
     dm.set_normalization(model.mean, model.std)
     module = EvaluationModule(
-        model,
+        windowed(model, protocol) if protocol.get("sliding_window") else model,
         num_classes=dm.num_classes,
         class_offset=dm.class_offset,
         unseen_indices=dm.unseen_indices,
@@ -86,6 +146,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         return {}
     assert module.scores is not None and module.confmat is not None
     title = f"{kind} on {dm.dataset} ({dm.setting}, {dm.num_classes} classes)"
+    if protocol.get("name", "none") != "none":
+        title += f", protocol {protocol['name']} ({protocol['dataset']})"
     if corruption is not None:
         title += f", {corruption.name} severity {corruption.severity}"
     paths = write_report(

@@ -104,6 +104,8 @@ def teacher_predictor(
         pretrained=teacher.pretrained,
         key_smoothing=teacher.key_smoothing,
         prompt_denoising=teacher.prompt_denoising,
+        background=teacher.background,
+        background_threshold=teacher.background_threshold,
     )
     return predictor
 

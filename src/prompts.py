@@ -32,3 +32,16 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
     "plain": ("{}",),
     "photo": ("a photo of a {}.",),
 }
+
+
+#: Separates the names of one class entry: ``"person, person in shirt"`` is one class.
+NAME_SEPARATOR = ","
+
+
+def entry_names(entry: str) -> list[str]:
+    """The names of one class entry (``"person, person in shirt"`` -> two names), stripped.
+
+    A class scores the best of its names (the training-free papers' class-name files); its
+    first name is the one shown to users. An entry without any name gives an empty list.
+    """
+    return [name.strip() for name in str(entry).split(NAME_SEPARATOR) if name.strip()]

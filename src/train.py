@@ -61,8 +61,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
 
     dm = instantiate(cfg.data)  # the vocabulary first: the teacher encodes it
+    extra = {} if dm.teacher_background is None else {"background": dm.teacher_background}
     teacher = instantiate(
-        cfg.teacher, class_names=dm.teacher_class_names, cache_dir=cfg.paths.cache_dir
+        cfg.teacher, class_names=dm.teacher_class_names, cache_dir=cfg.paths.cache_dir, **extra
     )
     dm.set_normalization(teacher.mean, teacher.std)
     student = instantiate(cfg.student, _partial_=True)(

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_in
 from src.batch import BACKGROUND, CANDIDATES, IGNORE_INDEX, IMAGE, NAME, TARGET, UNLABELLED
 from src.data import datasets as _datasets  # noqa: F401  (fills the registry)
 from src.data.base import DATASETS, DataFileError, RawDataset
+from src.data.classnames import read_names_file
 from src.data.splits import (
     candidate_mask,
     check_setting,
@@ -32,6 +33,7 @@ from src.data.splits import (
 )
 from src.data.transforms import eval_transform, reseed, train_transform
 from src.errors import UserError
+from src.prompts import entry_names
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +128,34 @@ def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return default_collate(samples)
 
 
+def _split_names_file(
+    entries: list[str], num_classes: int, *, count_background: bool, path: Any
+) -> tuple[list[str], str | None]:
+    """A names file's entries as (class entries, background entry or None)."""
+    expected = num_classes + (1 if count_background else 0)
+    if len(entries) != expected:
+        what = "background first, then " if count_background else ""
+        raise UserError(
+            f"class-name file {path!r} lists {len(entries)} classes but the data has {expected} "
+            f"({what}{num_classes} classes)",
+            "give one line per class in label order"
+            + (" (the background words first)" if count_background else ""),
+        )
+    if count_background:
+        return entries[1:], entries[0]
+    return list(entries), None
+
+
 class SegmentationDataModule(pl.LightningDataModule):
     """Segmentation data for one dataset, background protocol and training setting.
 
     ``class_names`` are the dataset's classes without background; ``class_names`` (the
-    attribute) adds ``"background"`` first when ``count_background``. ``scale`` is the base
+    attribute) adds ``"background"`` first when ``count_background``. An entry may hold several
+    names (``"person, person in shirt"``): the teacher scores the best of them
+    (``teacher_class_names`` keeps the entries), reports and metrics show the first.
+    ``names_file`` (a shipped list such as ``voc21``, or a path: one class per line) gives the
+    teacher's entries instead of ``class_names``; where background is counted its first line is
+    the background class's words (``teacher_background``). ``scale`` is the base
     scale of the training rescale (long, short), ``eval_scale`` the evaluation resize (None:
     keep the image as it is). ``dataset_options`` go to the raw dataset builder.
     ``corruption`` (e.g. a :class:`src.data.corruptions.Corruption`) is called as
@@ -164,11 +189,16 @@ class SegmentationDataModule(pl.LightningDataModule):
         std: Sequence[float] = CLIP_STD,
         dataset_options: Mapping[str, Any] | None = None,
         corruption: Callable[[np.ndarray, int], np.ndarray] | None = None,
+        names_file: str | None = None,
     ) -> None:
         super().__init__()
         builder = dataset_builder(dataset)
-        names = [str(n) for n in class_names]
-        if not names or len(set(names)) != len(names):
+        entries = [", ".join(entry_names(n)) for n in class_names]
+        file_entries = read_names_file(names_file) if names_file else None
+        if file_entries is not None and not entries:  # the file names the classes
+            entries = file_entries[1:] if count_background else list(file_entries)
+        names = [(entry_names(e) or [""])[0] for e in entries]
+        if not names or not all(names) or len(set(names)) != len(names):
             raise UserError(
                 f"data.class_names must be a non-empty list of distinct names, got {names}",
                 "set data.class_names, e.g. 'data.class_names=[cat, dog, grass, sky]'",
@@ -185,7 +215,13 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.corruption = corruption  # applied to evaluation images (see src.data.corruptions)
         self.has_background, self.count_background = bool(has_background), bool(count_background)
         self.setting = check_setting(setting)
-        self.teacher_class_names: list[str] = names
+        self.teacher_class_names: list[str] = entries
+        #: the background class's words for the teacher (the names file's first line), or None
+        self.teacher_background: str | None = None
+        if file_entries is not None:
+            self.teacher_class_names, self.teacher_background = _split_names_file(
+                file_entries, len(names), count_background=self.count_background, path=names_file
+            )
         self.class_offset = 1 if self.count_background else 0
         self.class_names: list[str] = [BACKGROUND] * self.class_offset + names
         self.num_classes = len(self.class_names)

@@ -253,3 +253,149 @@ class FolderDataset(PairedDataset):
             )
         items = [(str(p.relative_to(root).with_suffix("")), p, None) for p in files]
         super().__init__(items)
+
+
+def _split_folder(split: str, aliases: dict[str, str]) -> str:
+    """A split name as the layout's folder (``val`` -> ``validation`` for ADE20K, ...)."""
+    return aliases.get(split, split)
+
+
+def _pair_by_suffix(
+    image_dir: Path,
+    label_dir: Path,
+    *,
+    image_suffix: str,
+    label_suffix: str,
+    recursive: bool,
+    prepare: str,
+) -> list[tuple[str, Path, Path]]:
+    """``(name, image, label)`` for every ``*<image_suffix>`` under ``image_dir``; the label is
+    the same relative path under ``label_dir`` with ``label_suffix``. A missing label is an
+    error naming the first one (and how many more are missing)."""
+    pattern = f"*{image_suffix}"
+    images = sorted(image_dir.rglob(pattern) if recursive else image_dir.glob(pattern))
+    if not images:
+        raise UserError(f"no *{image_suffix} images in {image_dir}", prepare)
+    items, missing = [], []
+    for image_path in images:
+        rel = image_path.relative_to(image_dir)
+        stem = rel.name[: -len(image_suffix)]
+        label_path = label_dir / rel.parent / f"{stem}{label_suffix}"
+        if not label_path.is_file():
+            missing.append(label_path)
+        items.append((stem, image_path, label_path))
+    if missing:
+        more = f" ({len(missing) - 1} more images lack a label too)" if len(missing) > 1 else ""
+        raise UserError(
+            f"label missing: {missing[0]} (for the images in {image_dir}){more}", prepare
+        )
+    return items
+
+
+ADE_PREPARE = (
+    "download ADEChallengeData2016.zip (the SceneParsing benchmark) and extract it under data/ade/"
+)
+
+
+@register_dataset("ade20k")
+class ADE20KDataset(PairedDataset):
+    """ADE20K / SceneParsing (``root`` = ``ADEChallengeData2016``): labels 0..150, 0 = other.
+
+    ``images/{training,validation}/*.jpg`` with ``annotations/{training,validation}/*.png``
+    (``split`` may also be ``train`` / ``val``). Label 0 ("other") is dropped by the protocol
+    (``count_background: false``: MMSegmentation's ``reduce_zero_label``), 1..150 are classes.
+    """
+
+    has_background = True
+    max_class = 150
+
+    def __init__(self, *, root: str | os.PathLike, split: str) -> None:
+        root = Path(root)
+        folder = _split_folder(split, {"train": "training", "val": "validation"})
+        _require_dir(root, "ADE20K root (ADEChallengeData2016)", ADE_PREPARE)
+        image_dir, label_dir = root / "images" / folder, root / "annotations" / folder
+        _require_dir(image_dir, "ADE20K images", ADE_PREPARE)
+        _require_dir(label_dir, "ADE20K annotations", ADE_PREPARE)
+        super().__init__(
+            _pair_by_suffix(
+                image_dir,
+                label_dir,
+                image_suffix=".jpg",
+                label_suffix=".png",
+                recursive=False,
+                prepare=ADE_PREPARE,
+            )
+        )
+
+
+CITYSCAPES_PREPARE = (
+    "download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from cityscapes-dataset.com, "
+    "extract them under data/cityscapes and run "
+    "`python scripts/prepare_cityscapes.py --root data/cityscapes` (writes *_labelTrainIds.png)"
+)
+
+
+@register_dataset("cityscapes")
+class CityscapesDataset(PairedDataset):
+    """Cityscapes (``root`` = ``cityscapes``): 19 classes (train ids 0..18), 255 = ignore.
+
+    ``leftImg8bit/<split>/<city>/<id>_leftImg8bit.png`` with
+    ``gtFine/<split>/<city>/<id>_gtFine_labelTrainIds.png``.
+    """
+
+    has_background = False
+    max_class = 18
+
+    def __init__(self, *, root: str | os.PathLike, split: str) -> None:
+        root = Path(root)
+        _require_dir(root, "Cityscapes root", CITYSCAPES_PREPARE)
+        image_dir, label_dir = root / "leftImg8bit" / split, root / "gtFine" / split
+        _require_dir(image_dir, "Cityscapes images (leftImg8bit)", CITYSCAPES_PREPARE)
+        _require_dir(label_dir, "Cityscapes labels (gtFine)", CITYSCAPES_PREPARE)
+        super().__init__(
+            _pair_by_suffix(
+                image_dir,
+                label_dir,
+                image_suffix="_leftImg8bit.png",
+                label_suffix="_gtFine_labelTrainIds.png",
+                recursive=True,
+                prepare=CITYSCAPES_PREPARE,
+            )
+        )
+
+
+COCO_OBJECT_PREPARE = (
+    "download COCO 2017 images and stuffthingmaps_trainval2017.zip, extract them under "
+    "data/coco_stuff164k and run `python scripts/prepare_coco_object.py --root data/coco_stuff164k`"
+)
+
+
+@register_dataset("coco_object")
+class CocoObjectDataset(PairedDataset):
+    """COCO-Object (``root`` = ``coco_stuff164k``): labels 0..80, 0 = background.
+
+    ``images/<split>2017/*.jpg`` with ``annotations/<split>2017/<stem>_instanceTrainIds.png``
+    (the 80 COCO things as 1..80, everything else background), as the training-free papers'
+    conversion of the COCO-Stuff maps (``scripts/prepare_coco_object.py``).
+    """
+
+    has_background = True
+    max_class = 80
+
+    def __init__(self, *, root: str | os.PathLike, split: str) -> None:
+        root = Path(root)
+        folder = split if split.endswith("2017") else f"{split}2017"
+        _require_dir(root, "COCO-Object root (coco_stuff164k)", COCO_OBJECT_PREPARE)
+        image_dir, label_dir = root / "images" / folder, root / "annotations" / folder
+        _require_dir(image_dir, "COCO images", COCO_OBJECT_PREPARE)
+        _require_dir(label_dir, "COCO-Object labels", COCO_OBJECT_PREPARE)
+        super().__init__(
+            _pair_by_suffix(
+                image_dir,
+                label_dir,
+                image_suffix=".jpg",
+                label_suffix="_instanceTrainIds.png",
+                recursive=False,
+                prepare=COCO_OBJECT_PREPARE,
+            )
+        )

@@ -38,9 +38,11 @@ def legend_entries(
     pixels_per_class: Sequence[int],
     *,
     max_entries: int = 24,
+    total: int | None = None,
 ) -> list[tuple[int, str, float]]:
-    """(index, name, fraction) of the classes present, largest first, at most ``max_entries``."""
-    total = max(1, int(sum(pixels_per_class)))
+    """(index, name, fraction) of the classes present, largest first, at most ``max_entries``;
+    fractions of ``total`` pixels (default: the classified ones)."""
+    total = max(1, int(sum(pixels_per_class) if total is None else total))
     present = [
         (i, n, c / total)
         for i, (n, c) in enumerate(zip(class_names, pixels_per_class, strict=True))
@@ -67,7 +69,7 @@ def overlay_with_legend(
     """
     h, w = np.asarray(mask).shape
     body = Image.fromarray(blend(image, mask, palette, alpha))
-    entries = legend_entries(class_names, pixels_per_class, max_entries=max_entries)
+    entries = legend_entries(class_names, pixels_per_class, max_entries=max_entries, total=h * w)
     rows = [
         (tuple(int(v) for v in palette[i]), f"{name} ({100 * f:.1f}%)") for i, name, f in entries
     ]

@@ -6,6 +6,7 @@ per-class confidence maps as uint8.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -40,16 +41,26 @@ def decode_logits(
     threshold: float | None = None,
     confidence_maps: bool = False,
     band_elements: int = 1 << 24,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    background: bool = False,
 ) -> Decoded:
-    """(K, h, w) logits -> labels (and confidences) at ``size`` = (H, W).
+    """(Q, h, w) logits -> labels (and confidences) at ``size`` = (H, W).
 
     The upsampling equals ``F.interpolate(..., mode="bilinear", align_corners=False)``; it runs
-    in bands of rows so that at most ``band_elements`` floats are live. ``scale`` multiplies
-    the logits before the softmax (100 for CLIP cosine scores).
+    in bands of rows so that at most ``band_elements`` floats are live. ``reduce`` turns the
+    upsampled ``(1, Q, band, W)`` scores into class scores (a teacher's names -> classes;
+    None: they are already). ``scale`` multiplies the class scores before the softmax (100 for
+    CLIP cosine scores). With ``background``, class score 0 is "none of these": pixels it wins
+    get :data:`NO_CLASS` and class ``i`` is score ``i + 1`` (its confidence map is not kept).
     """
     if logits.ndim != 3:
         raise ValueError(f"expected (K, h, w) logits, got shape {tuple(logits.shape)}")
-    k = logits.shape[0]
+    q = logits.shape[0]
+    k = q
+    if reduce is not None:
+        k = int(reduce(logits[None, :, :1, :1].float()).shape[1])
+    offset = 1 if background else 0
+    k -= offset
     h_out, w_out = int(size[0]), int(size[1])
     src = logits.float()[None]
     device = src.device
@@ -58,7 +69,7 @@ def decode_logits(
     conf = (
         torch.empty(k, h_out, w_out, dtype=torch.uint8, device=device) if confidence_maps else None
     )
-    band = max(1, band_elements // max(1, k * w_out))
+    band = max(1, band_elements // max(1, max(q, k + offset) * w_out))
     same = tuple(src.shape[-2:]) == (h_out, w_out)
     for r0 in range(0, h_out, band):
         rows = range(r0, min(r0 + band, h_out))
@@ -69,15 +80,19 @@ def decode_logits(
             up = F.grid_sample(
                 src, grid, mode="bilinear", padding_mode="border", align_corners=False
             )[0]
+        if reduce is not None:
+            up = reduce(up[None])[0].float()
         if need_probs:
             probs = torch.softmax(up * scale, dim=0)
             best, idx = probs.max(dim=0)
             if threshold is not None:
                 idx = torch.where(best >= threshold, idx, torch.full_like(idx, NO_CLASS))
             if conf is not None:
-                conf[:, rows.start : rows.stop] = (probs * 255).round().to(torch.uint8)
+                conf[:, rows.start : rows.stop] = (probs[offset:] * 255).round().to(torch.uint8)
         else:
             idx = up.argmax(dim=0)
+        if offset:
+            idx = torch.where((idx == 0) | (idx == NO_CLASS), NO_CLASS, idx - offset)
         mask[rows.start : rows.stop] = idx.to(torch.uint8)
     counts = torch.bincount(mask.flatten().long(), minlength=256)[:k]
     return Decoded(mask=mask, confidence=conf, pixels_per_class=[int(c) for c in counts])

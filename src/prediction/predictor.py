@@ -28,26 +28,34 @@ if TYPE_CHECKING:
 class Predictor:
     """A model reduced to what prediction needs."""
 
-    scorer: Callable[[torch.Tensor], torch.Tensor]  #: normalised (B,3,h,w) -> (B,K,h,w) logits
+    scorer: Callable[[torch.Tensor], torch.Tensor]  #: normalised (B,3,h,w) -> (B,Q,h,w) scores
     normalize: Callable[[torch.Tensor], torch.Tensor]  #: [0, 1] images -> model input
     class_names: list[str]
     logit_scale: float
     native_size: int  #: the model's own input size: smaller images are enlarged to it
     info: dict[str, Any] = field(default_factory=dict)
     model: Any = None  #: the wrapped model (a teacher or a student)
+    #: the scorer's (B, Q, H, W) scores -> (B, C, H, W) class scores, applied after windows
+    #: and resizing (the teacher's names -> classes); None: the scores are the classes'
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    background: bool = False  #: class score 0 is "none of these" (mask 255), class i is i + 1
 
 
 def predictor_from_teacher(teacher: DenseClipTeacher) -> Predictor:
-    """A built :class:`~src.teacher.model.DenseClipTeacher` as a :class:`Predictor`
-    (cosine scores, softmax scale 100, enlarged to the CLIP's input size like ``src.predict``)."""
+    """A built :class:`~src.teacher.model.DenseClipTeacher` as a :class:`Predictor`: its
+    names' cosine scores, reduced to classes after windows and resizing (``classify``: best
+    name, background channel), softmax scale ``teacher.logit_scale`` (100 by default),
+    enlarged to the CLIP's input size like ``src.predict``."""
     return Predictor(
-        scorer=lambda x: teacher.predict_logits(x),
+        scorer=lambda x: teacher.name_logits(x),
         normalize=teacher.normalize,
         class_names=list(teacher.class_names),
-        logit_scale=100.0,
+        logit_scale=float(teacher.logit_scale),
         native_size=int(teacher.image_size),
         info={"model": "teacher", "clip_model": teacher.clip_model},
         model=teacher,
+        reduce=teacher.classify,
+        background=bool(teacher.has_background),
     )
 
 
@@ -104,7 +112,9 @@ class Settings:
 
 
 def class_list(value: Any) -> list[str] | None:
-    """A class list from the command line or a form: a list, or one comma-separated string."""
+    """A class list from the command line or a form: a list (each entry kept whole, so
+    ``[cat, "person, person in shirt"]`` is two classes, the second with two names), or one
+    comma-separated string of single-name classes."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -163,4 +173,6 @@ def predict_image(
         scale=scale,
         threshold=settings.threshold,
         confidence_maps=settings.confidence_maps,
+        reduce=predictor.reduce,
+        background=predictor.background,
     )

@@ -270,8 +270,20 @@ class DenseClipPlus(pl.LightningModule):
 
     @torch.no_grad()
     def teacher_logits(self, images: Tensor, size: Sequence[int] | None = None) -> Tensor:
-        """The teacher's (B, K, H, W) scores in the student's class space (background: -inf)."""
+        """The teacher's (B, K, H, W) scores in the student's class space.
+
+        A teacher without background scores the counted background as the lowest value. A
+        teacher with one (background words, a threshold: ``teacher.has_background``) gives
+        it as channel 0; where the student has no background class, the pixels the teacher
+        gives to background get ``-inf`` on every class, which leaves them out of its pseudo
+        labels (:func:`~src.student.targets.build_targets`).
+        """
         scores = self.teacher.predict_logits(images, size=None if size is None else tuple(size))
+        if getattr(self.teacher, "has_background", False):
+            if self.class_offset:
+                return scores
+            background = scores.argmax(dim=1, keepdim=True) == 0
+            return scores[:, 1:].masked_fill(background, float("-inf"))
         if self.class_offset:
             b, _, h, w = scores.shape
             low = torch.finfo(scores.dtype).min

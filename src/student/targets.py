@@ -12,8 +12,9 @@ def build_targets(target: Tensor, candidates: Tensor, scores: Tensor) -> Tensor:
     """Fill ``UNLABELLED`` pixels of ``target`` with the argmax of ``scores`` over candidates.
 
     ``target`` (B, H, W) int64, ``candidates`` (B, K) bool, ``scores`` (B, K, H, W) in the data
-    module's class space. Labelled pixels and void (255) are kept; an image without candidates
-    gets void where it was unlabelled.
+    module's class space. Labelled pixels and void (255) are kept; an image without candidates,
+    and a pixel where no candidate has a finite score (the teacher gave it no class), get void
+    where they were unlabelled.
     """
     unlabelled = target == UNLABELLED
     if not bool(unlabelled.any()):
@@ -21,7 +22,7 @@ def build_targets(target: Tensor, candidates: Tensor, scores: Tensor) -> Tensor:
     cand = candidates.to(device=scores.device, dtype=torch.bool)
     masked = scores.detach().float().masked_fill(~cand[:, :, None, None], float("-inf"))
     pseudo = masked.argmax(dim=1)
-    pseudo = torch.where(cand.any(dim=1)[:, None, None], pseudo, IGNORE_INDEX)
+    pseudo = torch.where(torch.isfinite(masked.amax(dim=1)), pseudo, IGNORE_INDEX)
     return torch.where(unlabelled, pseudo, target)
 
 

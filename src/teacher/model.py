@@ -20,14 +20,15 @@ import torch.nn.functional as F
 from src.teacher import refine
 from src.teacher.features import dense_extractor, output_stride, pad_to_multiple
 from src.teacher.loading import create_clip
+from src.teacher.refine import CLIP_LOGIT_SCALE
 from src.teacher.text import (
     cache_key,
     encode_class_names,
     fast_text_encoder,
     load_or_build,
     resolve_templates,
-    validate_class_names,
 )
+from src.teacher.vocabulary import build_vocabulary, check_background_options, class_scores
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,9 @@ class DenseClipTeacher(pl.LightningModule):
         clip_model: open_clip model name (``RN50``, ``ViT-B-16``, ``tiny_shapes``, ...).
         pretrained: open_clip tag (``openai``), a local checkpoint path, or ``None`` (random
             weights, for tests).
-        class_names: the vocabulary: any phrases (``"red car"``, ``"Batman"``).
+        class_names: the vocabulary: any phrases (``"red car"``, ``"Batman"``); an entry may
+            hold several comma-separated names (``"person, person in shirt"``): the class
+            scores the best of them and is shown by the first.
         templates: prompt templates: a set name (``imagenet85``, the paper's 85) or a list.
         key_smoothing: MaskCLIP's key smoothing (off by default, as in the paper).
         prompt_denoising: MaskCLIP's prompt denoising (off by default).
@@ -48,6 +51,16 @@ class DenseClipTeacher(pl.LightningModule):
         cache_dir: folder for the text-embedding cache (``None``: no cache).
         precision: open_clip precision of the weights (``fp32``, ``fp16``, ``bf16``).
         quick_gelu: text/ViT activation; ``None`` follows the weights (QuickGELU for OpenAI's).
+        background: words of a background class (``"sky, wall, tree"`` or a list), scored like
+            a class; ``None``: no background words (the default).
+        background_threshold: pixels whose best class probability ``softmax(logit_scale *
+            cos)`` is below it become background; ``None``: off (the default, the paper's).
+        logit_scale: the temperature of those probabilities (and of prediction's confidences);
+            ``None``: the head's own, 100 for DenseCLIP (CLIP's and MaskCLIP's); the
+            training-free heads use 40 or 50.
+
+    With background words or a threshold the teacher has a background: its class scores gain a
+    channel 0 for it (``has_background``), the data's background where it is counted.
     """
 
     def __init__(
@@ -64,6 +77,9 @@ class DenseClipTeacher(pl.LightningModule):
         cache_dir: str | os.PathLike | None = None,
         precision: str = "fp32",
         quick_gelu: bool | None = None,
+        background: str | Sequence[str] | None = None,
+        background_threshold: float | None = None,
+        logit_scale: float | None = None,
     ) -> None:
         super().__init__()
         # the keyword arguments that rebuild this teacher (the student stores them)
@@ -76,6 +92,15 @@ class DenseClipTeacher(pl.LightningModule):
         self.ks_threshold = float(ks_threshold)
         self.pd_threshold = float(pd_threshold)
         self.cache_dir = None if cache_dir is None else str(cache_dir)
+        logit_scale = CLIP_LOGIT_SCALE if logit_scale is None else float(logit_scale)
+        check_background_options(background_threshold, logit_scale)
+        self.background = (
+            background if background is None or isinstance(background, str) else list(background)
+        )
+        self.background_threshold = (
+            None if background_threshold is None else float(background_threshold)
+        )
+        self.logit_scale = float(logit_scale)
 
         self.clip = create_clip(clip_model, pretrained, precision=precision, quick_gelu=quick_gelu)
         self.clip.requires_grad_(False)
@@ -92,6 +117,7 @@ class DenseClipTeacher(pl.LightningModule):
 
         self.class_names: list[str] = []
         self.register_buffer("text_embeddings", torch.empty(0), persistent=False)
+        self.register_buffer("name_embeddings", torch.empty(0), persistent=False)
         self.set_class_names(class_names)
         self.eval()
 
@@ -112,12 +138,15 @@ class DenseClipTeacher(pl.LightningModule):
         return {"tag": str(self.pretrained)}
 
     def set_class_names(self, class_names: Sequence[str]) -> None:
-        """Set the vocabulary and compute (or load from cache) its text embeddings."""
-        names = validate_class_names(class_names)
+        """Set the vocabulary and compute (or load from cache) its text embeddings: one per
+        name (``name_embeddings``) and one per class, the renormalised mean of its names'
+        (``text_embeddings``, the student's classifier; a class's own for a single name)."""
+        vocab = build_vocabulary(class_names, self.background)
+        names = list(vocab.names)
         weights_id = self._weights_id()
 
         def build() -> torch.Tensor:
-            log.info("encoding %d classes x %d templates", len(names), len(self.templates))
+            log.info("encoding %d names x %d templates", len(names), len(self.templates))
             device = self.clip.logit_scale.device
             return encode_class_names(
                 fast_text_encoder(self.clip), self.tokenizer, names, self.templates, device=device
@@ -125,10 +154,19 @@ class DenseClipTeacher(pl.LightningModule):
 
         cache_dir = self.cache_dir if weights_id is not None else None
         key = cache_key({"model": self.clip_model, "weights": weights_id}, names, self.templates)
-        emb = load_or_build(key, cache_dir, build, num_classes=len(names))
-        self.class_names = names
-        self.hparams["class_names"] = list(names)
-        self.text_embeddings = emb.to(self.clip.logit_scale.device)
+        emb = load_or_build(key, cache_dir, build, num_classes=len(names)).to(
+            self.clip.logit_scale.device
+        )
+        self.vocabulary = vocab
+        self.class_names = list(vocab.display)
+        self.hparams["class_names"] = list(vocab.entries)
+        self.name_embeddings = emb
+        spans = vocab.spans[1:] if vocab.background_words else vocab.spans
+        self.text_embeddings = (
+            emb
+            if vocab.single_names
+            else F.normalize(torch.stack([emb[a:b].mean(dim=0) for a, b in spans]), dim=-1)
+        )
 
     def config(self) -> dict[str, Any]:
         """The keyword arguments that rebuild this teacher, its current vocabulary included
@@ -142,7 +180,14 @@ class DenseClipTeacher(pl.LightningModule):
 
     @property
     def num_classes(self) -> int:
+        """The named classes (the background channel, where there is one, not counted)."""
         return len(self.class_names)
+
+    @property
+    def has_background(self) -> bool:
+        """Whether the class scores carry a background channel 0 (background words or a
+        probability threshold)."""
+        return self.vocabulary.background_words or self.background_threshold is not None
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -152,10 +197,11 @@ class DenseClipTeacher(pl.LightningModule):
 
     @torch.no_grad()
     def dense_scores(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, K, h, w) cosine scores at feature resolution (refinements applied if on)."""
+        """(B, Q, h, w) cosine scores of every name at feature resolution (refinements applied
+        if on); Q = K for single-name classes without background words."""
         feats, keys = self._extract(self.clip.visual, images, with_keys=self.key_smoothing)
         feats = F.normalize(feats.float(), dim=1)
-        text = self.text_embeddings.to(feats)
+        text = self.name_embeddings.to(feats)
         cos = torch.einsum("bdhw,kd->bkhw", feats, text)
         if self.prompt_denoising:
             cos = refine.prompt_denoise(cos, self.pd_threshold)
@@ -167,7 +213,28 @@ class DenseClipTeacher(pl.LightningModule):
     def predict_logits(
         self, images: torch.Tensor, size: tuple[int, int] | None = None
     ) -> torch.Tensor:
-        """(B, K, H, W) scores upsampled bilinearly to ``size`` (default: the input's size)."""
+        """(B, C, H, W) class scores at ``size`` (default: the input's size): the names'
+        scores upsampled, then reduced to classes (:meth:`classify`); C = K, plus the
+        background channel 0 when :attr:`has_background`."""
+        return self.classify(self.name_logits(images, size))
+
+    def classify(self, name_logits: torch.Tensor) -> torch.Tensor:
+        """(B, Q, H, W) name scores -> (B, C, H, W) class scores: each class's best name, and
+        the background channel first where there is one
+        (:func:`~src.teacher.vocabulary.class_scores`). Sliding windows and resizing act on
+        the name scores before it, as in the training-free papers."""
+        return class_scores(
+            name_logits,
+            self.vocabulary,
+            logit_scale=self.logit_scale,
+            threshold=self.background_threshold,
+        )
+
+    @torch.no_grad()
+    def name_logits(
+        self, images: torch.Tensor, size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """(B, Q, H, W) cosine scores of every name upsampled bilinearly to ``size``."""
         h, w = images.shape[-2:]
         # ViT input is padded to the patch size; a ResNet needs at least 32 px per side
         padded = self.stride != 32 or min(h, w) < self.stride
@@ -185,12 +252,13 @@ class DenseClipTeacher(pl.LightningModule):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, K, H, W) cosine logits at the input's size."""
+        """(B, C, H, W) class scores at the input's size."""
         return self.predict_logits(images)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, H, W) class indices."""
+        """(B, H, W) class indices (with a background, 0 is background and class ``i`` is
+        ``i + 1``)."""
         return self.predict_logits(images).argmax(dim=1)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:

@@ -116,3 +116,49 @@ def make_folder(base: Path, n: int = 3) -> Path:
         save_jpg(root / f"img{k}.jpg", image_for(label_pattern(k, 20), k))
     (root / "notes.txt").write_text("not an image\n")
     return root
+
+
+def make_ade20k(base: Path, *, n_train: int = 2, n_val: int = 2) -> Path:
+    """``base/ade/ADEChallengeData2016`` with greyscale labels 0..150 (0 = other)."""
+    root = base / "ade" / "ADEChallengeData2016"
+    for split, prefix, n in (("training", "ADE_train", n_train), ("validation", "ADE_val", n_val)):
+        for k in range(n):
+            name = f"{prefix}_{k + 1:08d}"
+            label = label_pattern(148 + k, 150, void_border=False)
+            save_jpg(root / "images" / split / f"{name}.jpg", image_for(label, k))
+            save_png(root / "annotations" / split / f"{name}.png", label)
+    return root
+
+
+def make_cityscapes(base: Path, *, n_train: int = 2, n_val: int = 2) -> Path:
+    """``base/cityscapes``: PNG images under ``leftImg8bit/<split>/<city>/`` and train-id
+    labels 0..18 (255 = ignore) under ``gtFine/<split>/<city>/``, two cities per split."""
+    root = base / "cityscapes"
+    for split, n in (("train", n_train), ("val", n_val)):
+        for k in range(n):
+            city = (
+                ("aachen", "bochum")[k % 2] if split == "train" else ("frankfurt", "lindau")[k % 2]
+            )
+            name = f"{city}_{k:06d}_000019"
+            label = label_pattern(17 + k, 19) - 1  # background band -> 255 (ignore)
+            label[label == 254] = 255
+            save_png(
+                root / "leftImg8bit" / split / city / f"{name}_leftImg8bit.png", image_for(label, k)
+            )
+            save_png(root / "gtFine" / split / city / f"{name}_gtFine_labelTrainIds.png", label)
+    return root
+
+
+def make_coco_object(base: Path, *, n_train: int = 2, n_val: int = 2) -> Path:
+    """``base/coco_stuff164k`` with ``*_instanceTrainIds.png`` labels 0..80 (0 = background)
+    for the same image ids as :func:`make_coco` (images are written where missing)."""
+    root = base / "coco_stuff164k"
+    for split, n, offset in (("train2017", n_train, 0), ("val2017", n_val, 100)):
+        for k in range(n):
+            name = f"{offset + k:012d}"
+            label = label_pattern(78 + k, 80, void_border=False)
+            image = root / "images" / split / f"{name}.jpg"
+            if not image.exists():
+                save_jpg(image, image_for(label, k))
+            save_png(root / "annotations" / split / f"{name}_instanceTrainIds.png", label)
+    return root

@@ -123,3 +123,46 @@ def test_prepare_coco_stuff(tmp_path: Path) -> None:
     missing = run_script("prepare_coco_stuff.py", "--root", tmp_path / "elsewhere")
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert str(tmp_path / "elsewhere" / "annotations" / "train2017") in missing.stderr
+
+
+def test_prepare_coco_object_as_the_training_free_papers(tmp_path: Path) -> None:
+    root = tmp_path / "coco_stuff164k"
+    values = np.array([[0, 10, 12, 89], [91, 181, 255, 50]], np.uint8)
+    for split in ("train2017", "val2017"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "annotations" / split).mkdir(parents=True)
+        Image.fromarray(values).save(root / "annotations" / split / "000000000001.png")
+    assert run_script("prepare_coco_stuff.py", "--root", root).returncode == 0
+    proc = run_script("prepare_coco_object.py", "--root", root)
+    assert proc.returncode == 0, proc.stderr
+    out = read_png(root / "annotations" / "val2017" / "000000000001_instanceTrainIds.png")
+    # things: COCO-Stuff train id + 1 (id 12 is the 12th used thing: 11 is unused); stuff and
+    # unlabeled -> background 0 (GroupViT's / SCLIP's cvt_coco_object.py)
+    assert out.tolist() == [[1, 11, 12, 80], [0, 0, 0, 46]]  # 50: 5 unused ids below
+    again = run_script("prepare_coco_object.py", "--root", root)
+    assert again.returncode == 0 and "1 maps, 1 already converted" in again.stdout
+    # neither script takes the other's outputs for stuff maps
+    stuff = run_script("prepare_coco_stuff.py", "--root", root)
+    assert "1 maps, 1 already converted" in stuff.stdout
+    missing = run_script("prepare_coco_object.py", "--root", tmp_path / "elsewhere")
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
+def test_prepare_cityscapes_writes_train_ids(tmp_path: Path) -> None:
+    root = tmp_path / "cityscapes"
+    folder = root / "gtFine" / "val" / "lindau"
+    folder.mkdir(parents=True)
+    (root / "gtFine" / "train").mkdir(parents=True)
+    Image.fromarray(np.array([[7, 8, 33, 0], [24, 26, 29, 255]], np.uint8)).save(
+        folder / "lindau_000000_000019_gtFine_labelIds.png"
+    )
+    proc = run_script("prepare_cityscapes.py", "--root", root)
+    assert proc.returncode == 2 and "no *_gtFine_labelIds.png" in proc.stderr  # train is empty
+    train = root / "gtFine" / "train" / "aachen"
+    train.mkdir()
+    Image.fromarray(np.full((2, 2), 11, np.uint8)).save(train / "aachen_0_1_gtFine_labelIds.png")
+    proc = run_script("prepare_cityscapes.py", "--root", root)
+    assert proc.returncode == 0, proc.stderr
+    out = read_png(folder / "lindau_000000_000019_gtFine_labelTrainIds.png")
+    assert out.tolist() == [[0, 1, 18, 255], [11, 13, 255, 255]]
+    assert read_png(train / "aachen_0_1_gtFine_labelTrainIds.png").tolist() == [[2, 2], [2, 2]]

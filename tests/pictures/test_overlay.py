@@ -36,3 +36,8 @@ def test_overlay_has_a_legend_of_present_classes() -> None:
     pal = prediction_palette(names)
     assert tuple(pal[2]) in colours and tuple(pal[0]) in colours  # swatches drawn
     assert tuple(pal[1]) not in colours  # dog is absent from the legend
+
+
+def test_legend_shares_are_of_the_whole_image_when_pixels_have_no_class() -> None:
+    entries = legend_entries(["a", "b"], [30, 10], total=100)  # 60 pixels with no class
+    assert entries == [(0, "a", 0.3), (1, "b", 0.1)]

@@ -62,3 +62,8 @@ def test_predict_image_resizes_for_the_model_and_decodes_at_full_size() -> None:
     # enlarged to the model's 24 px (24 x 36); windows at rows 0, 8 x columns 0, 12, 20
     assert seen[1:] == [(2, 16, 16)] * 3
     assert out.mask.shape == (10, 15)
+
+
+def test_class_list_keeps_list_entries_with_several_names_whole() -> None:
+    assert class_list(["cat", "person, person in shirt"]) == ["cat", "person, person in shirt"]
+    assert class_list("cat,person") == ["cat", "person"]  # a plain string: one name per class

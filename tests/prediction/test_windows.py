@@ -78,3 +78,23 @@ def test_decode_threshold_marks_unsure_pixels() -> None:
     out = decode_logits(logits, (2, 2), scale=100.0, threshold=0.5)
     assert out.mask.tolist() == [[0, NO_CLASS], [NO_CLASS, NO_CLASS]]
     assert out.pixels_per_class == [1, 0, 0]
+
+
+def test_decode_reduces_names_after_upsampling_and_gives_background_no_class() -> None:
+    names = torch.randn(5, 6, 7)  # names: bg word, a, a', b, b'
+
+    def reduce(x: torch.Tensor) -> torch.Tensor:  # background first, then a and b
+        return torch.stack([x[:, 0], x[:, 1:3].amax(1), x[:, 3:5].amax(1)], dim=1)
+
+    out = decode_logits(names, (20, 30), scale=5.0, confidence_maps=True, reduce=reduce,
+                        background=True, band_elements=5 * 30 * 3)  # fmt: skip
+    up = F.interpolate(names[None], size=(20, 30), mode="bilinear", align_corners=False)
+    classes = reduce(up)[0]  # max over names *after* the resize, as the papers do
+    best = classes.argmax(0)
+    expected = torch.where(best == 0, NO_CLASS, best - 1)
+    assert torch.equal(out.mask.long(), expected)
+    assert out.confidence.shape == (2, 20, 30)  # the named classes only
+    probs = torch.softmax(5.0 * classes, dim=0)[1:]
+    assert (out.confidence.float() - 255 * probs).abs().max() <= 0.51
+    assert out.pixels_per_class == [int((expected == k).sum()) for k in range(2)]
+    assert 0 < int((expected == NO_CLASS).sum()) < 600

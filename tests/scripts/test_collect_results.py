@@ -212,3 +212,45 @@ def test_a_folder_without_metrics_is_a_clear_error(tmp_path: Path) -> None:
         assert done.returncode == 2, done.stderr
         assert "Traceback" not in done.stderr and str(target) in done.stderr
         assert done.stderr.startswith("error: ")
+
+
+def _protocol_run(folder: Path, data: str, miou: float, head: str | None = None) -> None:
+    make_run(folder, {"val/miou": miou}, data=data, setting="supervised", teacher="vit_b16")
+    hydra = yaml.safe_load((folder / ".hydra" / "hydra.yaml").read_text())
+    hydra["hydra"]["runtime"]["choices"]["protocol"] = "training_free"
+    (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+    if head is not None:
+        config = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
+        config["teacher"]["head"] = head
+        (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_training_free_table_has_8_columns_the_mean_and_the_published_rows(tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    values = [0.40, 0.20, 0.18, 0.70, 0.25, 0.15, 0.10, 0.08]
+    names = ["voc21", "context60", "coco_object", "voc20", "context59", "cocostuff171",
+             "cityscapes", "ade20k"]  # fmt: skip
+    for i, (data, miou) in enumerate(zip(names, values, strict=True)):
+        _protocol_run(sweep / f"m{i}", data, miou)
+        if i < 7:  # another head, missing ADE: no mean
+            _protocol_run(sweep / f"n{i}", data, miou + 0.1, head="naclip")
+    make_run(sweep / "plain", {"val/miou": 0.33}, data="voc")  # no protocol: the other tables
+    markdown, written = cr.collect([sweep])
+    table = markdown.split("### Training-free benchmark")[1]
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    assert lines[0] == (
+        "| Source | Method | CLIP | Reference | VOC21 | PC60 | Object | VOC20 | PC59 | Stuff "
+        "| City | ADE | Mean |"
+    )
+    assert lines[1] == (
+        "| measured | DenseCLIP (maskclip) | vit_b16 | this run | 40.0 | 20.0 | 18.0 | 70.0 "
+        "| 25.0 | 15.0 | 10.0 | 8.0 | 25.8 |"
+    )
+    assert lines[2].startswith("| measured | DenseCLIP (naclip) | vit_b16 | this run | 50.0 |")
+    assert lines[2].endswith("| 20.0 | - | - |")
+    naclip = next(line for line in lines if "NACLIP with PAMR" in line)
+    assert naclip.endswith("| 64.1 | 35.0 | 36.2 | 83.0 | 38.4 | 25.7 | 38.3 | 19.1 | 42.5 |")
+    assert len(lines) == 3 + len(cr.PUBLISHED)
+    assert "| voc mIoU |" in markdown.split("### Training-free")[0]  # the plain run, elsewhere
+    assert "voc21" not in markdown.split("### Training-free")[0]
+    assert sweep / "training_free.csv" in written

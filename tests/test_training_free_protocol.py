@@ -1,0 +1,171 @@
+"""``protocol=training_free``: the README's one command on generated trees of the 8 benchmarks,
+the results table beside the published numbers, the background threshold in evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from src.errors import UserError
+from src.evaluation.benchmarks import PUBLISHED, TRAINING_FREE_BENCHMARKS
+from tests.data.layouts import (
+    make_ade20k,
+    make_cityscapes,
+    make_coco,
+    make_coco_object,
+    make_context,
+    make_voc,
+)
+from tests.test_eval import compose_eval
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = [name for name, _ in TRAINING_FREE_BENCHMARKS]
+#: data -> (classes, short side, sliding window, background threshold, names file)
+EXPECTED = {
+    "voc21": (21, 336, False, 0.1, "voc21"),
+    "context60": (60, 336, True, 0.1, "context60"),
+    "coco_object": (81, 336, True, 0.1, "coco_object"),
+    "voc20": (20, 336, False, None, "voc20"),
+    "context59": (59, 336, True, None, "context59"),
+    "cocostuff171": (171, 336, True, None, "cocostuff171"),
+    "cityscapes": (19, 560, True, None, "cityscapes"),
+    "ade20k": (150, 336, True, None, "ade20k"),
+}
+
+
+def compose_protocol(tmp_path: Path, *overrides: str):
+    """The eval config composed in-process with the protocol's own sizes."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("eval", overrides=[f"paths.data_dir={tmp_path}", *overrides])
+
+
+def make_benchmarks(base: Path) -> None:
+    """Tiny trees of all 8 benchmarks, one validation image each, in their real layouts."""
+    make_voc(base, n_val=1)
+    make_context(base, n_val=1)
+    make_coco(base, n_val=1)
+    make_coco_object(base, n_val=1)
+    make_cityscapes(base, n_val=1)
+    make_ade20k(base, n_val=1)
+
+
+def test_the_readme_command_evaluates_all_8_and_prints_the_table(tmp_path: Path) -> None:
+    make_benchmarks(tmp_path)
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
+    # the README's command, with the tiny test CLIP (no head yet) and the generated trees
+    command = [sys.executable, "-m", "src.eval", "-m", "protocol=training_free",
+               f"data={','.join(BENCHMARKS)}", "teacher=tiny_vit_test",
+               f"paths.data_dir={tmp_path}", f"paths.log_dir={tmp_path}/logs",
+               f"paths.cache_dir={tmp_path}/cache", "data.num_workers=0"]  # fmt: skip
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = next((tmp_path / "logs" / "eval" / "multiruns").iterdir())
+    runs = {}
+    for path in sweep.glob("*/metrics.json"):
+        config = yaml.safe_load((path.parent / ".hydra" / "config.yaml").read_text())
+        runs[re.search(r"data=(\w+)", path.parent.name).group(1)] = (
+            json.loads(path.read_text()),
+            config,
+        )
+    assert sorted(runs) == sorted(BENCHMARKS)
+    for data, (classes, short, sliding, threshold, names) in EXPECTED.items():
+        metrics, config = runs[data]
+        assert len([k for k in metrics if k.startswith("val/iou/")]) == classes, data
+        assert (
+            config["data"]["eval_scale"] == [2048, short] and config["data"]["names_file"] == names
+        )
+        assert (
+            config["protocol"]["sliding_window"] is sliding and config["protocol"]["window"] == 224
+        )
+        assert config["teacher"]["background_threshold"] == threshold
+        assert (
+            config["teacher"]["logit_scale"] == 40
+            and config["teacher"]["templates"] == "imagenet80"
+        )
+    assert runs["voc21"][0]["val/iou/background"] is not None  # scored: background words
+
+    table = subprocess.run([sys.executable, "scripts/collect_results.py", str(sweep)], cwd=ROOT,
+                           env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    header = "| VOC21 | PC60 | Object | VOC20 | PC59 | Stuff | City | ADE | Mean |"
+    assert header in table.stdout
+    rows = [line for line in table.stdout.splitlines() if line.startswith("| measured")]
+    assert len(rows) == 1 and "tiny_vit_test" in rows[0]
+    cells = [c.strip() for c in rows[0].strip("|").split("|")][-9:]
+    mious = [100 * runs[d][0]["val/miou"] for d in BENCHMARKS]
+    assert cells == [f"{v:.1f}" for v in [*mious, sum(mious) / 8]]
+    published = [line for line in table.stdout.splitlines() if line.startswith("| published")]
+    assert len(published) == len(PUBLISHED)
+    naclip = next(line for line in published if "NACLIP with PAMR" in line)
+    assert naclip.rstrip(" |").endswith("| 42.5")  # the NACLIP README's average, 42.46
+    assert (sweep / "training_free.csv").is_file()
+
+
+@pytest.mark.parametrize("data", BENCHMARKS)
+def test_protocol_values_compose_for_every_benchmark(tmp_path: Path, data: str) -> None:
+    classes, short, sliding, threshold, names = EXPECTED[data]
+    cfg = compose_protocol(tmp_path, "protocol=training_free", f"data={data}", "teacher=vit_b16")
+    assert cfg.protocol.dataset == data and cfg.data.setting == "supervised"
+    assert list(cfg.data.eval_scale) == [2048, short] and cfg.data.names_file == names
+    assert cfg.protocol.sliding_window is sliding and (
+        cfg.protocol.window,
+        cfg.protocol.stride,
+    ) == (
+        224,
+        112,
+    )
+    assert cfg.teacher.background_threshold == threshold and cfg.teacher.logit_scale == 40
+    assert cfg.data.count_background is (data in ("voc21", "context60", "coco_object"))
+
+
+def test_protocol_rejects_other_data_and_a_threshold_without_background(tmp_path: Path) -> None:
+    from src.eval import evaluate
+
+    make_voc(tmp_path)
+    with pytest.raises(UserError, match="protocol=training_free has no settings") as err:
+        evaluate(compose_eval(tmp_path, "protocol=training_free", "data=voc"))
+    assert "voc21,context60" in err.value.fix
+    with pytest.raises(UserError, match="does not count background"):
+        evaluate(compose_eval(tmp_path, "data=voc20", "teacher.background_threshold=0.5"))
+
+
+def test_shapes_background_threshold_is_scored_as_the_teacher_decides(tmp_path: Path) -> None:
+    """Evaluation under the protocol equals the teacher's own decisions, pixel for pixel."""
+    from src.data.shapes import make_config, render_scene
+    from src.eval import evaluate
+    from src.evaluation.metrics import SegmentationMetrics
+    from src.teacher.model import DenseClipTeacher
+
+    overrides = ["protocol=training_free", "data=shapes_bg", "teacher=tiny_shapes",
+                 "data.dataset_options.val_length=3", "data.eval_scale=null",
+                 "teacher.logit_scale=3", "teacher.background_threshold=0.6",
+                 "report.figure=false"]  # fmt: skip
+    metrics = evaluate(compose_eval(tmp_path, *overrides))
+    teacher = DenseClipTeacher(clip_model="tiny_shapes", pretrained="shapes",
+                               class_names=["circle", "square", "triangle"], logit_scale=3,
+                               background_threshold=0.6)  # fmt: skip
+    expected = SegmentationMetrics(4)
+    for index in range(3):
+        scene = render_scene(make_config(), index, "val")
+        x = torch.from_numpy(np.ascontiguousarray(scene.image)).permute(2, 0, 1)[None] / 255
+        expected.update(
+            teacher.predict(teacher.normalize(x.float())), torch.from_numpy(scene.mask)[None]
+        )
+    scores = expected.compute()
+    assert metrics["val/miou"] == pytest.approx(float(scores["miou"]), abs=1e-12)
+    assert metrics["val/iou/background"] == pytest.approx(float(scores["iou/0"]), abs=1e-12)
+    assert metrics["val/iou/background"] > 0.5  # background is found
+    plain = evaluate(compose_eval(tmp_path, *overrides[:-2], "teacher.background_threshold=null",
+                                  "report.figure=false"))  # fmt: skip
+    assert plain["val/iou/background"] == 0.0  # without a threshold it never is
