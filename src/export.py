@@ -77,9 +77,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        export_student(
-            student, path, fmt=fmt, opset=int(cfg.opset), source=str(cfg.ckpt_path)
-        )
+        export_student(student, path, fmt=fmt, opset=int(cfg.opset), source=str(cfg.ckpt_path))
         parity = check_parity(student, path, fmt=fmt, images=parity_images(sizes))
     mb = parity["file_bytes"] / 2**20
     shown = ", ".join(f"{h}x{w}" for h, w in sizes)

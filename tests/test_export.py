@@ -19,29 +19,11 @@ from src.errors import UserError
 from src.export import export
 from src.student.checkpoint import load_student
 from src.student.export import AdaptiveAvgPool2dExportable, read_metadata, reference_scores
+from tests.student.fakes import save_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 ort = pytest.importorskip("onnxruntime", reason="pip install -e '.[export]'")
 TOLERANCE = 1e-4
-
-
-def save_student(path: Path, **options) -> Path:
-    """A tiny DenseCLIP+ checkpoint (dc-test-rn teacher, 2-stage ResNet-18, background counted),
-    written the way Lightning writes one (teacher left out, rebuilt on load)."""
-    import pytorch_lightning as pl
-
-    from tests.student.fakes import tiny_student
-
-    student = tiny_student(backbone_stages=2, head_channels=16, **options)
-    with torch.no_grad():  # a trained-looking background embedding and BN statistics
-        for module in student.net.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
-    state = {k: v for k, v in student.state_dict().items() if not k.startswith("teacher.")}
-    ckpt = {"state_dict": state, "hyper_parameters": dict(student.hparams)}
-    torch.save(ckpt | {"pytorch-lightning_version": pl.__version__}, path)
-    return path
 
 
 def config(tmp_path: Path, *overrides: str) -> DictConfig:
@@ -49,7 +31,11 @@ def config(tmp_path: Path, *overrides: str) -> DictConfig:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(
             "export",
-            overrides=[f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/run", *overrides],
+            overrides=[
+                f"paths.root_dir={tmp_path}",
+                f"paths.output_dir={tmp_path}/run",
+                *overrides,
+            ],
         )
 
 
@@ -66,7 +52,7 @@ def run_file(path: Path, fmt: str, x: torch.Tensor) -> np.ndarray:
 def test_every_head_exports_with_dynamic_sizes_and_matches_pytorch(
     tmp_path: Path, head: str, fmt: str
 ) -> None:
-    ckpt = save_student(tmp_path / f"{head}.ckpt", head=head)
+    ckpt = save_tiny_checkpoint(tmp_path / f"{head}.ckpt", head=head)
     metrics = export(config(tmp_path, f"ckpt_path={ckpt}", f"format={fmt}",
                             "parity_sizes=[[64,64],[45,77]]"))  # fmt: skip
     suffix = ".onnx" if fmt == "onnx" else ".pt"
@@ -99,7 +85,7 @@ def test_exportable_adaptive_pool_equals_pytorch_on_uneven_bins() -> None:
 
 
 def test_export_command_prints_parity_and_size_and_bakes_new_classes(tmp_path: Path) -> None:
-    ckpt = save_student(tmp_path / "student.ckpt", head="pspnet")
+    ckpt = save_tiny_checkpoint(tmp_path / "student.ckpt", head="pspnet")
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "src.export", f"ckpt_path={ckpt}", "format=onnx",

@@ -92,7 +92,9 @@ class DeployableStudent(nn.Module):
     def __init__(self, student: DenseClipPlus) -> None:
         super().__init__()
         self.net = exportable_copy(student._eval_net())
-        self.register_buffer("mean", torch.tensor(student.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer(
+            "mean", torch.tensor(student.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        )
         self.register_buffer("std", torch.tensor(student.std, dtype=torch.float32).view(1, 3, 1, 1))
         self.requires_grad_(False)
         self.eval()
@@ -156,7 +158,9 @@ def export_student(
 ) -> Path:
     """Write ``student`` to ``path`` (atomically) as ``fmt`` (``onnx`` | ``torchscript``)."""
     if fmt not in FORMATS:
-        raise UserError(f"unknown export format {fmt!r}", f"use format={' or format='.join(FORMATS)}")
+        raise UserError(
+            f"unknown export format {fmt!r}", f"use format={' or format='.join(FORMATS)}"
+        )
     model = DeployableStudent(student).cpu()
     sample = torch.rand(1, 3, int(sample_size[0]), int(sample_size[1]))
     meta = export_metadata(student, source=source)
