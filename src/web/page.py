@@ -33,6 +33,8 @@ CSS = """
 #legend li {display: flex; align-items: center; gap: 0.5em; margin: 0.15em 0}
 #legend .swatch {width: 1.1em; height: 1.1em; border: 1px solid #888; display: inline-block}
 #status .error {color: #b00020; font-weight: 600}
+#overlay img, #mask img {width: 100%; height: 100%; object-fit: contain}
+#mask img {image-rendering: pixelated}
 """
 
 
@@ -194,16 +196,16 @@ def build_page(
             with gr.Column(scale=2):
                 status = gr.HTML(elem_id="status")
                 overlay = gr.Image(label="Overlay", format="png", interactive=False,
-                                   elem_id="overlay")  # fmt: skip
+                                   height=360, elem_id="overlay")  # fmt: skip
                 legend = gr.HTML(elem_id="legend")
                 timing = gr.Markdown(elem_id="timing")
                 with gr.Row():
                     mask = gr.Image(label="Class mask", format="png", interactive=False,
-                                    elem_id="mask")  # fmt: skip
+                                    height=240, elem_id="mask")  # fmt: skip
                     files = gr.File(label="Files (as python -m src.predict writes them)",
                                     elem_id="files")  # fmt: skip
                 gallery = gr.Gallery(label="Confidence per class", format="png", columns=4,
-                                     elem_id="confidence")  # fmt: skip
+                                     height="auto", elem_id="confidence")  # fmt: skip
 
         def on_run(*values: Any) -> tuple[Any, ...]:
             return handle(segmenter, *values)
