@@ -336,14 +336,14 @@ def _export_section(section: dict[str, Any]) -> list[str]:
         "`src.export` checks with (sizes below); `scripts/bench_export.py`. Forward: one "
         "image at the largest size, median, onnxruntime / `torch.jit.load` vs PyTorch eager.",
         "",
-        "| model | format | max abs diff | argmax agreement | file (MB) | forward exported (ms) | forward PyTorch (ms) | sizes |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | format | max abs diff | largest score | argmax agreement | file (MB) | forward exported (ms) | forward PyTorch (ms) | sizes |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in section.get("runs", []):
         sizes = ", ".join(f"{h}x{w}" for h, w in r.get("sizes", []))
         lines.append(
             f"| {r['model']} | {r['format']} | {r['max_abs_diff']:.1e} | "
-            f"{100 * r['argmax_agree']:.2f}% | {r['file_mb']} | {r['forward_ms_exported']} | "
+            f"{r.get('max_abs_score', float('nan')):.3g} | {100 * r['argmax_agree']:.2f}% | {r['file_mb']} | {r['forward_ms_exported']} | "
             f"{r['forward_ms_pytorch']} | {sizes} |"
         )
     machine = section.get("machine", {})

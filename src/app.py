@@ -180,12 +180,15 @@ def serve(cfg: DictConfig) -> dict[str, Any]:
     )
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: other machines can reach this page", host)
-    log.info("serving on http://%s:%d (Ctrl-C stops); requests go to %s", host, port, run_dir)
+    log.info(
+        "starting the page on http://%s:%d (Ctrl-C stops); requests go to %s", host, port, run_dir
+    )
     try:
         launch(page, host=host, port=port, allowed_paths=[run_dir])
     except OSError as err:
+        why = "the port is in use" if "empty port" in str(err) else " ".join(str(err).split())
         raise UserError(
-            f"cannot serve on {host}:{port}: {' '.join(str(err).split())[:200]}",
+            f"cannot serve on {host}:{port}: {why[:200]}",
             "pass another port=, or stop what uses this one",
         ) from None
     return {}

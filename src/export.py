@@ -84,7 +84,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     print(f"wrote {path} ({fmt}, {mb:.1f} MB, {len(student.class_names)} classes)")
     print(
         f"parity with PyTorch on {len(sizes)} images ({shown}): max abs diff "
-        f"{parity['max_abs_diff']:.2e}, argmax agreement {100 * parity['argmax_agree']:.2f}%"
+        f"{parity['max_abs_diff']:.2e} (scores up to {parity['max_abs_score']:.3g}), "
+        f"argmax agreement {100 * parity['argmax_agree']:.2f}%"
     )
     if not parity["max_abs_diff"] <= tolerance:
         raise UserError(

@@ -231,7 +231,8 @@ def check_parity(
 ) -> dict[str, Any]:
     """Run the exported file and the student (PyTorch, CPU, fp32) on each (3, H, W) image in
     [0, 1]; the largest absolute score difference overall and per image, and the share of
-    pixels whose argmax class agrees."""
+    pixels whose argmax class agrees; ``max_abs_score`` is the largest score's size (for a
+    relative reading of the difference)."""
     run = load_runner(path, fmt=fmt)
     student = student.cpu().eval()
     per_image = []
@@ -243,10 +244,12 @@ def check_parity(
             raise RuntimeError(f"exported output {tuple(out.shape)} != {tuple(ref.shape)}")
         diff = float((out - ref).abs().max())
         agree = float((out.argmax(1) == ref.argmax(1)).float().mean())
-        per_image.append({"size": list(x.shape[-2:]), "max_abs_diff": diff, "argmax_agree": agree})
+        per_image.append({"size": list(x.shape[-2:]), "max_abs_diff": diff, "argmax_agree": agree,
+                          "max_abs_score": float(ref.abs().max())})  # fmt: skip
     return {
         "format": fmt,
         "max_abs_diff": max(p["max_abs_diff"] for p in per_image),
+        "max_abs_score": max(p["max_abs_score"] for p in per_image),
         "argmax_agree": min(p["argmax_agree"] for p in per_image),
         "images": per_image,
         "file_bytes": Path(path).stat().st_size,

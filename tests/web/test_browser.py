@@ -10,6 +10,7 @@ app's run folder. The browser resolves no host but 127.0.0.1 (nothing leaves the
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import socket
@@ -137,7 +138,7 @@ def test_segment_a_scene_in_a_real_browser(app, browser, tmp_path: Path) -> None
     scene = scene_with_every_shape()
     upload = tmp_path / "scene.png"
     Image.fromarray(scene.image).save(upload)
-    wait = WebDriverWait(browser, 180)
+    wait = WebDriverWait(browser, 120)
     browser.get(url)
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#image input[type=file]")))
 
@@ -177,3 +178,21 @@ def test_segment_a_scene_in_a_real_browser(app, browser, tmp_path: Path) -> None
     assert files == sorted(["legend.json", "scene_mask.png", "scene_overlay.jpg"]
                            + [f"scene_conf_{c}.png" for c in CLASSES])  # fmt: skip
     assert len(browser.find_elements(By.CSS_SELECTOR, "#confidence img")) == 3
+
+    # a teacher option: the app composes the teacher config through Hydra and loads it once
+    browser.find_element(By.CSS_SELECTOR, "#options textarea").send_keys("key_smoothing=true")
+    browser.find_element(By.CSS_SELECTOR, "#run").click()
+    try:
+        wait.until(
+            lambda d: (
+                "0002_scene.zip"
+                in (d.find_element(By.CSS_SELECTOR, "#files a").get_attribute("href") or "")
+            )
+        )
+    except Exception:
+        browser.save_screenshot(str(run_dir / "browser_test_failed.png"))
+        status = browser.find_element(By.CSS_SELECTOR, "#status").text
+        raise AssertionError(f"the second request did not finish: {status!r}") from None
+    assert "model loaded" in browser.find_element(By.CSS_SELECTOR, "#timing").text
+    legend = json.loads((run_dir / "requests" / "0002_scene" / "legend.json").read_text())
+    assert legend["model"]["options"] == ["key_smoothing=true"]

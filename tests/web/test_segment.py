@@ -171,3 +171,15 @@ def test_parsing_of_classes_and_options() -> None:
     assert model_request("rn50", None, "", " 'x.ckpt' ").ckpt_path == "x.ckpt"
     with pytest.raises(UserError):
         model_request(None, None, "", "")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [(["port=70000"], "is not a port number"), (["teachers=[nope]"], "unknown teachers")],
+)
+def test_bad_app_settings_are_user_errors(tmp_path: Path, overrides, expected) -> None:
+    from src.app import serve
+
+    with pytest.raises(UserError) as info:
+        serve(config(tmp_path, "app", *overrides))
+    assert expected in str(info.value) and info.value.fix
