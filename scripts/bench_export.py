@@ -107,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--md", type=Path, default=None, help="default: BENCHMARKS.md beside --out")
     parser.add_argument("--heads", nargs="+", default=["deeplabv2", "deeplabv3plus", "pspnet"])
     parser.add_argument("--ckpt", nargs="*", default=[], help="trained checkpoints to add")
+    parser.add_argument("--ckpt-label", nargs="*", default=[], help="a name for each --ckpt")
     parser.add_argument("--formats", nargs="+", default=["onnx", "torchscript"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch / onnxruntime threads")
@@ -128,8 +129,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                 backbone_stages=stages, head=head, background=True)  # fmt: skip
         calibrate_batchnorm(student, size=64 if args.quick else 224)
         students.append((f"{head}-resnet{depth}-d8 (random, {clip} teacher)", student))
-    for ckpt in args.ckpt:
-        students.append((f"checkpoint {Path(ckpt).name} ({ckpt})", load_student(ckpt)))
+    labels = list(args.ckpt_label) + [f"checkpoint {ckpt}" for ckpt in args.ckpt]
+    for ckpt, label in zip(args.ckpt, labels[: len(args.ckpt)], strict=True):
+        students.append((label, load_student(ckpt)))
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-export-") as folder:
         for i, (name, student) in enumerate(students):

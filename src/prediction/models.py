@@ -14,7 +14,7 @@ import inspect
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,8 +39,8 @@ def teacher_heads() -> list[str]:
             heads = getattr(importlib.import_module(module_name), attr, None)
         except ImportError:
             continue
-        if isinstance(heads, Sequence) and not isinstance(heads, str) and heads:
-            return [str(h) for h in heads]
+        if isinstance(heads, Mapping | Sequence) and not isinstance(heads, str) and heads:
+            return [str(h) for h in heads]  # a list of names, or a registry name -> class
     from src.teacher.model import DenseClipTeacher
 
     param = inspect.signature(DenseClipTeacher.__init__).parameters.get("head")

@@ -4,6 +4,7 @@ models loaded once, and every bad input as a message (never a stack trace)."""
 from __future__ import annotations
 
 import json
+import sys
 import zipfile
 from pathlib import Path
 
@@ -183,3 +184,15 @@ def test_bad_app_settings_are_user_errors(tmp_path: Path, overrides, expected) -
     with pytest.raises(UserError) as info:
         serve(config(tmp_path, "app", *overrides))
     assert expected in str(info.value) and info.value.fix
+
+
+def test_teacher_heads_are_read_at_run_time(monkeypatch) -> None:
+    import types
+
+    from src.prediction import models
+
+    assert "maskclip" in models.teacher_heads()
+    registry = types.ModuleType("src.teacher.heads")
+    registry.HEADS = {"maskclip": object, "naclip": object}  # a registry: name -> class
+    monkeypatch.setitem(sys.modules, "src.teacher.heads", registry)
+    assert models.teacher_heads() == ["maskclip", "naclip"]
