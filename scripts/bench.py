@@ -334,16 +334,21 @@ def _export_section(section: dict[str, Any]) -> list[str]:
         "",
         "Exported file against the student in PyTorch (fp32, CPU), on the images "
         "`src.export` checks with (sizes below); `scripts/bench_export.py`. Forward: one "
-        "image at the largest size, median, onnxruntime / `torch.jit.load` vs PyTorch eager.",
+        "image at the largest size, median, onnxruntime / `torch.jit.load` vs PyTorch eager. "
+        "`vs fp64`: the largest difference to the same student run in float64, of PyTorch "
+        "in fp32 and of the file: how much rounding the network itself amplifies (a deep "
+        "random-weight network amplifies it far more than a trained one).",
         "",
-        "| model | format | max abs diff | largest score | argmax agreement | file (MB) | forward exported (ms) | forward PyTorch (ms) | sizes |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | format | max abs diff to PyTorch | largest score | PyTorch fp32 vs fp64 | file vs fp64 | argmax agreement | file (MB) | forward exported (ms) | forward PyTorch (ms) | sizes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in section.get("runs", []):
         sizes = ", ".join(f"{h}x{w}" for h, w in r.get("sizes", []))
         lines.append(
             f"| {r['model']} | {r['format']} | {r['max_abs_diff']:.1e} | "
-            f"{r.get('max_abs_score', float('nan')):.3g} | {100 * r['argmax_agree']:.2f}% | {r['file_mb']} | {r['forward_ms_exported']} | "
+            f"{r.get('max_abs_score', float('nan')):.3g} | "
+            f"{r.get('pytorch_fp32_vs_fp64', float('nan')):.1e} | "
+            f"{r.get('exported_vs_fp64', float('nan')):.1e} | {100 * r['argmax_agree']:.2f}% | {r['file_mb']} | {r['forward_ms_exported']} | "
             f"{r['forward_ms_pytorch']} | {sizes} |"
         )
     machine = section.get("machine", {})

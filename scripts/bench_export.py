@@ -38,6 +38,7 @@ from src.student.export import (  # noqa: E402
     load_runner,
     parity_images,
     reference_scores,
+    rounding_floor,
 )
 
 KEY = "export"
@@ -70,6 +71,7 @@ def measure(student: Any, name: str, fmt: str, *, repeats: int, folder: Path) ->
         export_student(student, path, fmt=fmt)
         export_s = time.perf_counter() - start
         parity = check_parity(student, path, fmt=fmt, images=parity_images(SIZES))
+        floor = rounding_floor(student, path, fmt=fmt, images=parity_images(SIZES))
         run = load_runner(path, fmt=fmt)
     x = parity_images([max(SIZES, key=lambda s: s[0] * s[1])])[0][None]
 
@@ -90,6 +92,8 @@ def measure(student: Any, name: str, fmt: str, *, repeats: int, folder: Path) ->
         "format": fmt,
         "max_abs_diff": parity["max_abs_diff"],
         "max_abs_score": parity["max_abs_score"],
+        "pytorch_fp32_vs_fp64": floor["pytorch_vs_fp64"],
+        "exported_vs_fp64": floor["exported_vs_fp64"],
         "argmax_agree": parity["argmax_agree"],
         "file_mb": round(parity["file_bytes"] / 2**20, 1),
         "export_s": round(export_s, 1),
@@ -139,7 +143,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 r = measure(student, name, fmt, repeats=args.repeats, folder=Path(folder) / str(i))
                 rows.append(r)
                 print(f"{name} {fmt}: max abs diff {r['max_abs_diff']:.2e} (scores up to "
-                      f"{r['max_abs_score']:.3g}), argmax agree "
+                      f"{r['max_abs_score']:.3g}; vs float64: PyTorch fp32 {r['pytorch_fp32_vs_fp64']:.2e}, "
+                      f"file {r['exported_vs_fp64']:.2e}), argmax agree "
                       f"{100 * r['argmax_agree']:.2f}%, {r['file_mb']} MB, forward "
                       f"{r['forward_ms_exported']} ms vs PyTorch {r['forward_ms_pytorch']} ms",
                       flush=True)  # fmt: skip

@@ -145,3 +145,17 @@ def test_the_demo_checkpoint_exports_and_matches_pytorch(tmp_path: Path) -> None
         fmt = "onnx" if path.suffix == ".onnx" else "torchscript"
         ref = reference_scores(student, x).numpy()
         assert np.abs(run_file(path, fmt, x) - ref).max() <= TOLERANCE
+
+
+def test_a_difference_from_rounding_is_told_apart_from_a_wrong_file(tmp_path: Path) -> None:
+    from src.student.export import export_student, parity_images, parity_verdict, rounding_floor
+
+    assert parity_verdict(5e-5, 1e-4) == "ok"
+    assert parity_verdict(3e-3, 1e-4) == "fail"  # no float64 reference: a failure
+    # PyTorch's own fp32 is 2e-3 from exact and the file 2.5e-3: the network's rounding
+    assert parity_verdict(3e-3, 1e-4, {"pytorch_vs_fp64": 2e-3, "exported_vs_fp64": 2.5e-3}) == "rounding"  # fmt: skip
+    assert parity_verdict(3e-3, 1e-4, {"pytorch_vs_fp64": 1e-6, "exported_vs_fp64": 3e-3}) == "fail"  # fmt: skip
+    student = load_student(save_tiny_checkpoint(tmp_path / "s.ckpt", head="pspnet"))
+    path = export_student(student, tmp_path / "s.onnx", fmt="onnx")
+    floor = rounding_floor(student, path, fmt="onnx", images=parity_images([(40, 56)]))
+    assert 0 < floor["pytorch_vs_fp64"] < 1e-4 and 0 < floor["exported_vs_fp64"] < 1e-4

@@ -256,6 +256,42 @@ def check_parity(
     }
 
 
+def rounding_floor(
+    student: DenseClipPlus, path: str | os.PathLike, *, fmt: str, images: Sequence[Tensor]
+) -> dict[str, float]:
+    """How far fp32 is from exact on these images: the largest difference to the student run
+    in float64, of PyTorch in fp32 (``pytorch_vs_fp64``) and of the exported file
+    (``exported_vs_fp64``). A deep network amplifies rounding; a file as close to float64 as
+    PyTorch's own fp32 is exact as fp32 allows, whatever its difference to PyTorch."""
+    run = load_runner(path, fmt=fmt)
+    exact = copy.deepcopy(student).cpu().double().eval()
+    worst = {"pytorch_vs_fp64": 0.0, "exported_vs_fp64": 0.0}
+    for image in images:
+        x = image[None].float()
+        with torch.inference_mode():
+            ref64 = exact.predict_logits(exact.normalize(x.double())).float()
+        ref32 = reference_scores(student.cpu().eval(), x)
+        out = torch.from_numpy(run(x.numpy()))
+        worst["pytorch_vs_fp64"] = max(worst["pytorch_vs_fp64"], float((ref32 - ref64).abs().max()))
+        worst["exported_vs_fp64"] = max(worst["exported_vs_fp64"], float((out - ref64).abs().max()))
+    return worst
+
+
+def parity_verdict(
+    max_abs_diff: float, tolerance: float, floor: dict[str, float] | None = None
+) -> str:
+    """``ok`` (within ``tolerance`` of PyTorch), ``rounding`` (further, but no further from
+    float64 than twice PyTorch's own fp32 error plus ``tolerance``: :func:`rounding_floor`)
+    or ``fail``."""
+    if max_abs_diff <= tolerance:
+        return "ok"
+    if floor is not None and floor["exported_vs_fp64"] <= (
+        2 * floor["pytorch_vs_fp64"] + tolerance
+    ):
+        return "rounding"
+    return "fail"
+
+
 def parity_images(sizes: Sequence[Sequence[int]], *, seed: int = 0) -> list[Tensor]:
     """Deterministic (3, H, W) test images in [0, 1]: smooth colour blobs plus fine noise, so
     that the scores vary across the image (a constant image would hide resizing errors)."""
