@@ -126,9 +126,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     names = [f"class {i}" for i in range(3 if args.quick else 20)]
     students: list[tuple[str, Any]] = []
     for head in args.heads:
+        torch.manual_seed(0)  # the same random teacher and student on every run
         teacher = DenseClipTeacher(clip_model=clip, pretrained=None, class_names=names,
                                    templates="photo")  # fmt: skip
-        torch.manual_seed(0)
         student = DenseClipPlus(teacher=teacher, backbone=depth, backbone_weights="none",
                                 backbone_stages=stages, head=head, background=True)  # fmt: skip
         calibrate_batchnorm(student, size=64 if args.quick else 224)
