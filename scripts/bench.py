@@ -354,7 +354,9 @@ def _export_section(section: dict[str, Any]) -> list[str]:
     machine = section.get("machine", {})
     if machine:
         lines.append(f"\nMeasured {machine.get('date', '')} on {machine.get('cpu', '')}, "
-                     f"{section.get('runs', [{}])[0].get('threads', '?')} thread(s).")  # fmt: skip
+                     f"{section.get('runs', [{}])[0].get('threads', '?')} thread(s), load "
+                     f"average {machine.get('load_average_1min', '?')} (a shared machine: "
+                     "forward times are rough, the differences are exact).")  # fmt: skip
     return [*lines, ""]
 
 
