@@ -154,6 +154,10 @@ def serve(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(str(cfg.paths.output_dir))
     os.environ.setdefault("GRADIO_TEMP_DIR", str(run_dir / "gradio"))  # this run's uploads
 
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise UserError("the web page needs gradio", "pip install -e '.[app]'") from None
     from src.web.examples import write_examples
     from src.web.page import build_page, launch
     from src.web.segment import Segmenter
