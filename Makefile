@@ -33,6 +33,12 @@ bench: ## Speed benchmarks; writes docs/benchmarks.json and docs/BENCHMARKS.md
 	$(PY) scripts/bench.py
 	$(PY) scripts/bench_student.py
 
+bench-gpu: ## GPU benchmark (CUDA; one line and exit 0 without): the gpu section of docs/benchmarks.json
+	$(PY) scripts/bench_gpu.py
+
+app: ## Serve the web page on http://127.0.0.1:7860 (python -m src.app; Ctrl-C stops)
+	$(PY) -m src.app
+
 lint: ## Check style with ruff
 	$(PY) -m ruff check src tests scripts
 	$(PY) -m ruff format --check src tests scripts
@@ -45,4 +51,4 @@ clean: ## Remove caches, logs and build outputs (not .venv)
 	rm -rf logs outputs multirun .cache .pytest_cache .ruff_cache build dist *.egg-info
 	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
 
-.PHONY: help install test test-full demo bench lint format clean
+.PHONY: help install test test-full demo bench bench-gpu app lint format clean

@@ -313,6 +313,9 @@ def render_markdown(data: dict[str, Any]) -> str:
         lines.append("")
     others = {k: v for k, v in data.items() if k not in MY_KEYS}
     for key, value in others.items():
+        if key in SECTION_RENDERERS and isinstance(value, dict):
+            lines += SECTION_RENDERERS[key](value)
+            continue
         lines += [
             f"## {key}",
             "",
@@ -322,6 +325,83 @@ def render_markdown(data: dict[str, Any]) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _export_section(section: dict[str, Any]) -> list[str]:
+    """``export`` (scripts/bench_export.py): parity of exported students with PyTorch."""
+    lines = [
+        "## Export parity (`python -m src.export`)",
+        "",
+        "Exported file against the student in PyTorch (fp32, CPU), on the images "
+        "`src.export` checks with (sizes below); `scripts/bench_export.py`. Forward: one "
+        "image at the largest size, median, onnxruntime / `torch.jit.load` vs PyTorch eager. "
+        "`vs fp64`: the largest difference to the same student run in float64, of PyTorch "
+        "in fp32 and of the file: how much rounding the network itself amplifies (a deep "
+        "random-weight network amplifies it far more than a trained one).",
+        "",
+        "| model | format | max abs diff to PyTorch | largest score | PyTorch fp32 vs fp64 | file vs fp64 | argmax agreement | file (MB) | forward exported (ms) | forward PyTorch (ms) | sizes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in section.get("runs", []):
+        sizes = ", ".join(f"{h}x{w}" for h, w in r.get("sizes", []))
+        lines.append(
+            f"| {r['model']} | {r['format']} | {r['max_abs_diff']:.1e} | "
+            f"{r.get('max_abs_score', float('nan')):.3g} | "
+            f"{r.get('pytorch_fp32_vs_fp64', float('nan')):.1e} | "
+            f"{r.get('exported_vs_fp64', float('nan')):.1e} | {100 * r['argmax_agree']:.2f}% | {r['file_mb']} | {r['forward_ms_exported']} | "
+            f"{r['forward_ms_pytorch']} | {sizes} |"
+        )
+    machine = section.get("machine", {})
+    if machine:
+        lines.append(f"\nMeasured {machine.get('date', '')} on {machine.get('cpu', '')}, "
+                     f"{section.get('runs', [{}])[0].get('threads', '?')} thread(s), load "
+                     f"average {machine.get('load_average_1min', '?')} (a shared machine: "
+                     "forward times are rough, the differences are exact).")  # fmt: skip
+    return [*lines, ""]
+
+
+def _gpu_section(section: dict[str, Any]) -> list[str]:
+    """``gpu`` (scripts/bench_gpu.py, ``make bench-gpu``): teacher and student on CUDA."""
+    lines = [
+        f"## GPU: {section.get('device')} (`make bench-gpu`)",
+        "",
+        f"torch {section.get('torch')}, CUDA {section.get('cuda')}, {section.get('date')}; "
+        f"dense bf16 peak used for MFU: {section.get('peak_bf16_tflops')} TFLOP/s.",
+        "",
+        "| CLIP | head | size | dtype | teacher img/s | encode_image img/s | teacher / encode_image | peak GB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in section.get("teacher", []):
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['head']} | {r['size']} | {r['dtype']} | "
+                         f"error: {r['error']} | | | |")  # fmt: skip
+            continue
+        lines.append(
+            f"| {r['model']} | {r['head']} | {r['size']} | {r['dtype']} | "
+            f"{r['teacher_images_per_s']} | {r['encode_image_images_per_s']} | "
+            f"{r['teacher_over_encode_image']} | {r['teacher_peak_memory_gb']} |"
+        )
+    lines += [
+        "",
+        "| student (teacher) | crop | batch | compile | ms / step | img/s | TFLOP / step | MFU | peak GB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in section.get("student", []):
+        who = f"{r['student']} ({r['teacher']})"
+        if "error" in r:
+            lines.append(f"| {who} | {r['crop']} | {r['batch']} | {r['compile']} | "
+                         f"error: {r['error']} | | | | |")  # fmt: skip
+            continue
+        mfu = "n/a" if r.get("mfu") is None else f"{100 * r['mfu']:.1f}%"
+        lines.append(
+            f"| {who} | {r['crop']} | {r['batch']} | {r['compile']} | {r['step_ms']} | "
+            f"{r['images_per_s']} | {r['tflops_per_step']} | {mfu} | {r['peak_memory_gb']} |"
+        )
+    return [*lines, ""]
+
+
+#: tables for sections other scripts write (the rest are shown as JSON)
+SECTION_RENDERERS = {"export": _export_section, "gpu": _gpu_section}
 
 
 def write_outputs(data: dict[str, Any], json_path: Path, md_path: Path) -> None:

@@ -24,8 +24,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from src.errors import UserError
-from src.pictures.palette import MAX_CLASSES, VOID_COLOR, prediction_palette
-from src.prediction.outputs import output_stems, write_outputs
+from src.pictures.palette import MAX_CLASSES, prediction_palette
+from src.prediction.outputs import legend_document, output_stems, write_outputs
 from src.prediction.predictor import (
     Predictor,
     Settings,
@@ -155,14 +155,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     used = asdict(settings) | {"device": str(device)}
     if used["logit_scale"] is None:
         used["logit_scale"] = predictor.logit_scale
-    legend = {
-        "classes": names,
-        "colors": [[int(v) for v in palette[i]] for i in range(len(names))],
-        "no_class": {"value": 255, "color": list(VOID_COLOR)},
-        "model": predictor.info,
-        "settings": used,
-        "images": records,
-    }
+    legend = legend_document(names, palette, model=predictor.info, settings=used, images=records)
     atomic_save_json(out_dir / "legend.json", legend)
     log.info("wrote %d mask(s), overlays and legend.json to %s", len(records), out_dir)
     return {"predict/images": len(records), "predict/seconds_per_image": seconds / len(records)}

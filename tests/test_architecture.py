@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ENTRY_POINTS = ("train", "eval", "predict")
+ENTRY_POINTS = ("train", "eval", "predict", "app", "export")
 IMPORT = re.compile(r"^\s*(?:from|import)\s+(src(?:\.\w+)*)", re.MULTILINE)
 
 
@@ -43,6 +43,8 @@ def test_no_library_module_or_script_imports_an_entry_point() -> None:
         ("src/student", ("src.data", "src.prediction")),
         ("src/evaluation", ("src.teacher", "src.student", "src.data", "src.prediction")),
         ("src/pictures", ("src.teacher", "src.student", "src.data")),
+        ("src/prediction", ("src.data", "src.evaluation", "src.web")),
+        ("src/web", ("src.evaluation",)),
     ],
 )
 def test_layers_import_only_downwards(folder: str, forbidden: tuple[str, ...]) -> None:

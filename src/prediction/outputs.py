@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from src.pictures.overlay import overlay_with_legend
-from src.pictures.palette import mask_image
+from src.pictures.palette import VOID_COLOR, mask_image
 from src.utils.io import atomic_save_image
 
 if TYPE_CHECKING:
@@ -86,3 +86,23 @@ def write_outputs(
             atomic_save_image(out_dir / name, Image.fromarray(conf[k], mode="L"))
             record["confidence_maps"][class_names[k]] = name
     return record
+
+
+def legend_document(
+    class_names: Sequence[str],
+    palette: np.ndarray,
+    *,
+    model: dict[str, Any],
+    settings: dict[str, Any],
+    images: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The content of ``legend.json``: classes, their colours, the model, the settings used
+    and one :func:`write_outputs` record per image."""
+    return {
+        "classes": list(class_names),
+        "colors": [[int(v) for v in palette[i]] for i in range(len(class_names))],
+        "no_class": {"value": 255, "color": list(VOID_COLOR)},
+        "model": model,
+        "settings": settings,
+        "images": images,
+    }

@@ -83,15 +83,20 @@ def student_predictor(
 
     student = load_student(ckpt_path)
     if classes is not None:
-        if student.class_offset and any(c.strip().lower() == "background" for c in classes):
-            raise UserError(
-                "this student has a learned 'background' class already",
-                "leave 'background' out of classes (it is class 0 of the mask)",
-            )
-        student.set_class_names(list(classes))
+        set_student_classes(student, classes)
     predictor = predictor_from_student(student.to(device).eval())
     predictor.info["ckpt_path"] = str(Path(ckpt_path).expanduser())
     return predictor
+
+
+def set_student_classes(student: DenseClipPlus, classes: Sequence[str]) -> None:
+    """Give a trained student a new vocabulary (its learned background stays class 0)."""
+    if student.class_offset and any(c.strip().lower() == "background" for c in classes):
+        raise UserError(
+            "this student has a learned 'background' class already",
+            "leave 'background' out of classes (it is class 0 of the mask)",
+        )
+    student.set_class_names(list(classes))
 
 
 @dataclass

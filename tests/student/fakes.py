@@ -68,3 +68,19 @@ def quick_trainer(tmp_path: Any, **kwargs: Any) -> pl.Trainer:
                "enable_checkpointing": False,
                "val_check_interval": 1000, "check_val_every_n_epoch": None} | kwargs  # fmt: skip
     return pl.Trainer(**options)
+
+
+def save_tiny_checkpoint(path: Any, **options: Any) -> Any:
+    """A tiny DenseCLIP+ checkpoint (2-stage ResNet-18, dc-test-rn teacher, background counted)
+    written as Lightning writes one (the teacher left out, rebuilt on load), with BatchNorm
+    statistics that are not the identity; ``options`` go to :func:`tiny_student`."""
+    student = tiny_student(**({"backbone_stages": 2, "head_channels": 16} | options))
+    with torch.no_grad():
+        for module in student.net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+    state = {k: v for k, v in student.state_dict().items() if not k.startswith("teacher.")}
+    ckpt = {"state_dict": state, "hyper_parameters": dict(student.hparams)}
+    torch.save(ckpt | {"pytorch-lightning_version": pl.__version__}, path)
+    return path
