@@ -46,6 +46,7 @@ attn.proj,norm2,mlp.fc1,mlp.fc2}.*, norm.*).
 SHA-256: over sorted names: name utf-8, str(dtype), str(tuple(shape)), then the float32 bytes
 (C-contiguous, little endian).
 """
+
 import argparse
 import contextlib
 import hashlib
@@ -63,16 +64,16 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-FORMAT = 'denseclip-head-fixture/1'
-RECIPE = 'dcl-heads-v1'
-CLIP_MEAN_255 = (122.771, 116.746, 104.094)     # the authors' SegDataPreProcessor mean (RGB)
+FORMAT = "denseclip-head-fixture/1"
+RECIPE = "dcl-heads-v1"
+CLIP_MEAN_255 = (122.771, 116.746, 104.094)  # the authors' SegDataPreProcessor mean (RGB)
 CLIP_STD_255 = (68.501, 66.632, 70.323)
 WEIGHT_SEED = 0
 PROXY_SEED = 1
 TEXT_SEED = 2
 NUM_QUERIES = 5
 # 4 classes, class 0 has two names -> tests "max over names of a class"
-NAME_LINES = [['background', 'sky'], ['cat'], ['dog'], ['tree']]
+NAME_LINES = [["background", "sky"], ["cat"], ["dog"], ["tree"]]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,7 +85,7 @@ def _perturb_and_round(sd, seed, is_gain):
         t = sd[name]
         if not t.is_floating_point():
             continue
-        if name.endswith('.bias'):
+        if name.endswith(".bias"):
             t.copy_(0.02 * torch.randn(t.shape, generator=g))
         elif is_gain(name):
             t.copy_(1.0 + 0.1 * torch.randn(t.shape, generator=g))
@@ -98,19 +99,25 @@ def _perturb_and_round(sd, seed, is_gain):
 def rebuild_weights(seed=WEIGHT_SEED):
     """Seeded, fp16-exact CLIP ViT-B/16 (QuickGELU) state dict in OpenAI's layout (= open_clip's)."""
     import open_clip
+
     torch.manual_seed(seed)
-    model = open_clip.create_model('ViT-B-16', force_quick_gelu=True)
+    model = open_clip.create_model("ViT-B-16", force_quick_gelu=True)
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return _perturb_and_round(sd, seed, lambda n: n.endswith('weight') and n.split('.')[-2].startswith('ln_'))
+    return _perturb_and_round(
+        sd, seed, lambda n: n.endswith("weight") and n.split(".")[-2].startswith("ln_")
+    )
 
 
-def rebuild_proxy_weights(seed=PROXY_SEED, arch='vit_base_patch8_224.dino'):
+def rebuild_proxy_weights(seed=PROXY_SEED, arch="vit_base_patch8_224.dino"):
     """Seeded, fp16-exact DINO ViT (timm architecture); the key layout is DINO's own."""
     import timm
+
     torch.manual_seed(seed)
     model = timm.create_model(arch, pretrained=False, num_classes=0)
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return _perturb_and_round(sd, seed, lambda n: n.endswith('weight') and n.split('.')[-2].startswith('norm'))
+    return _perturb_and_round(
+        sd, seed, lambda n: n.endswith("weight") and n.split(".")[-2].startswith("norm")
+    )
 
 
 def state_dict_sha256(sd):
@@ -120,7 +127,11 @@ def state_dict_sha256(sd):
         h.update(name.encode())
         h.update(str(t.dtype).encode())
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.float().numpy().astype('<f4').tobytes() if t.is_floating_point() else t.numpy().tobytes())
+        h.update(
+            t.float().numpy().astype("<f4").tobytes()
+            if t.is_floating_point()
+            else t.numpy().tobytes()
+        )
     return h.hexdigest()
 
 
@@ -131,7 +142,7 @@ def make_image(seed, H, W):
     low = torch.randint(0, 256, (3, H // b + 1, W // b + 1), generator=g, dtype=torch.int64)
     img = low.repeat_interleave(b, 1).repeat_interleave(b, 2)[:, :H, :W]
     noise = torch.randint(-12, 13, (3, H, W), generator=g, dtype=torch.int64)
-    return (img + noise).clamp(0, 255).to(torch.uint8)          # (3, H, W) RGB
+    return (img + noise).clamp(0, 255).to(torch.uint8)  # (3, H, W) RGB
 
 
 def normalise(img_u8):
@@ -160,7 +171,7 @@ def install_mm_stubs():
     def mod(name):
         m = types.ModuleType(name)
         sys.modules[name] = m
-        parent, _, child = name.rpartition('.')
+        parent, _, child = name.rpartition(".")
         if parent:
             setattr(sys.modules[parent], child, m)
         return m
@@ -184,17 +195,30 @@ def install_mm_stubs():
         def __init__(self, **kwargs):
             self.__dict__.update(kwargs)
 
-    for name in ['mmseg', 'mmseg.models', 'mmseg.models.segmentors', 'mmseg.models.data_preprocessor',
-                 'mmseg.registry', 'mmseg.datasets', 'mmengine', 'mmengine.structures', 'mmengine.fileio', 'mmcv']:
+    for name in [
+        "mmseg",
+        "mmseg.models",
+        "mmseg.models.segmentors",
+        "mmseg.models.data_preprocessor",
+        "mmseg.registry",
+        "mmseg.datasets",
+        "mmengine",
+        "mmengine.structures",
+        "mmengine.fileio",
+        "mmcv",
+    ]:
         mod(name)
-    sys.modules['mmseg.models.segmentors'].BaseSegmentor = BaseSegmentor
-    sys.modules['mmseg.models.data_preprocessor'].SegDataPreProcessor = SegDataPreProcessor
-    sys.modules['mmseg.registry'].MODELS = _Registry()
-    sys.modules['mmseg.registry'].DATASETS = _Registry()
-    sys.modules['mmengine.structures'].PixelData = PixelData
-    if importlib.util.find_spec('pkg_resources') is None:      # their clip/clip.py: from pkg_resources import packaging
+    sys.modules["mmseg.models.segmentors"].BaseSegmentor = BaseSegmentor
+    sys.modules["mmseg.models.data_preprocessor"].SegDataPreProcessor = SegDataPreProcessor
+    sys.modules["mmseg.registry"].MODELS = _Registry()
+    sys.modules["mmseg.registry"].DATASETS = _Registry()
+    sys.modules["mmengine.structures"].PixelData = PixelData
+    if (
+        importlib.util.find_spec("pkg_resources") is None
+    ):  # their clip/clip.py: from pkg_resources import packaging
         import packaging.version
-        mod('pkg_resources').packaging = packaging
+
+        mod("pkg_resources").packaging = packaging
 
 
 def stub_module(name, **attrs):
@@ -206,8 +230,13 @@ def stub_module(name, **attrs):
 
 class FakeSample:
     def __init__(self, ori_shape, img_shape):
-        self.metainfo = dict(ori_shape=tuple(ori_shape), img_shape=tuple(img_shape), pad_shape=tuple(img_shape),
-                             padding_size=[0, 0, 0, 0], img_path='fixture.png')
+        self.metainfo = dict(
+            ori_shape=tuple(ori_shape),
+            img_shape=tuple(img_shape),
+            pad_shape=tuple(img_shape),
+            padding_size=[0, 0, 0, 0],
+            img_path="fixture.png",
+        )
         self.data = {}
 
     def set_data(self, d):
@@ -216,7 +245,7 @@ class FakeSample:
 
 def purge_modules(*prefixes):
     for k in list(sys.modules):
-        if any(k == p or k.startswith(p + '.') for p in prefixes):
+        if any(k == p or k.startswith(p + ".") for p in prefixes):
             del sys.modules[k]
 
 
@@ -237,6 +266,7 @@ def record_interpolate():
         out = orig(input, *args, **kwargs)
         calls.append((input.detach().clone(), args, dict(kwargs), tuple(out.shape)))
         return out
+
     torch.nn.functional.interpolate = wrapped
     try:
         yield calls
@@ -261,8 +291,14 @@ def half_is_noop(enabled=True):
 
 def feat_from_calls(calls, n_queries):
     """The patch-grid cosine logits = input of the head's last bilinear upsampling of logits."""
-    cands = [c for c in calls if c[2].get('mode') == 'bilinear' and c[0].dim() == 4 and c[0].shape[1] == n_queries]
-    return cands[-1][0][0].float(), cands[0][0][0].float()     # (final, first); ResCLIP's first = pass 1
+    cands = [
+        c
+        for c in calls
+        if c[2].get("mode") == "bilinear" and c[0].dim() == 4 and c[0].shape[1] == n_queries
+    ]
+    return cands[-1][0][0].float(), cands[0][0][
+        0
+    ].float()  # (final, first); ResCLIP's first = pass 1
 
 
 def sub(t, step, off):
@@ -271,30 +307,37 @@ def sub(t, step, off):
 
 
 def git_commit(repo):
-    p = os.path.join(repo, '.COMMIT')
+    p = os.path.join(repo, ".COMMIT")
     if os.path.exists(p):
         return open(p).read().strip()
     try:
-        return subprocess.check_output(['git', '-C', repo, 'rev-parse', 'HEAD'], text=True).strip()
+        return subprocess.check_output(["git", "-C", repo, "rev-parse", "HEAD"], text=True).strip()
     except Exception:
-        return 'unknown'
+        return "unknown"
 
 
 def env_info():
     import open_clip
-    d = dict(python=platform.python_version(), torch=str(torch.__version__), open_clip=str(open_clip.__version__),
-             numpy=str(np.__version__), machine=platform.machine())
+
+    d = dict(
+        python=platform.python_version(),
+        torch=str(torch.__version__),
+        open_clip=str(open_clip.__version__),
+        numpy=str(np.__version__),
+        machine=platform.machine(),
+    )
     try:
         import timm
-        d['timm'] = str(timm.__version__)
+
+        d["timm"] = str(timm.__version__)
     except Exception:
         pass
     return d
 
 
 def write_names(path, sep):
-    with open(path, 'w') as f:
-        f.write('\n'.join(sep.join(names) for names in NAME_LINES))
+    with open(path, "w") as f:
+        f.write("\n".join(sep.join(names) for names in NAME_LINES))
     idx = [i for i, names in enumerate(NAME_LINES) for _ in names]
     return [n for names in NAME_LINES for n in names], idx
 
@@ -302,8 +345,15 @@ def write_names(path, sep):
 # ----------------------------------------------------------------------------------------------
 # Cases
 # ----------------------------------------------------------------------------------------------
-IMG_SEEDS = {(224, 224): 10, (224, 336): 11, (112, 448): 12, (448, 448): 13, (448, 560): 14,
-             (336, 336): 15, (336, 448): 16}
+IMG_SEEDS = {
+    (224, 224): 10,
+    (224, 336): 11,
+    (112, 448): 12,
+    (448, 448): 13,
+    (448, 560): 14,
+    (336, 336): 15,
+    (336, 448): 16,
+}
 
 
 def image_entry(H, W):
@@ -320,10 +370,18 @@ def run_forward_feature(seg, H, W, n_queries, step=7, off=3, dtype=None):
     with torch.no_grad(), record_interpolate() as calls:
         out = seg.forward_feature(x)
     feat, first = feat_from_calls(calls, n_queries)
-    d = dict(kind='forward_feature', image=meta, feat_logits=feat, img_logits_sub=sub(out[0].float(), step, off),
-             sub_step=step, sub_offset=off, img_logits_shape=list(out.shape), out_dtype=str(out.dtype))
+    d = dict(
+        kind="forward_feature",
+        image=meta,
+        feat_logits=feat,
+        img_logits_sub=sub(out[0].float(), step, off),
+        sub_step=step,
+        sub_offset=off,
+        img_logits_shape=list(out.shape),
+        out_dtype=str(out.dtype),
+    )
     if first.shape != feat.shape or not torch.equal(first, feat):
-        d['pass1_feat_logits'] = first        # ResCLIP: grid logits of the first (RCS-only) pass
+        d["pass1_feat_logits"] = first  # ResCLIP: grid logits of the first (RCS-only) pass
     return d
 
 
@@ -333,11 +391,20 @@ def run_predict(seg, H, W, ori, step=6, off=2):
     s = FakeSample(ori, (H, W))
     with torch.no_grad():
         seg.predict(x, [s])
-    probs = s.data['seg_logits'].data
-    pred = s.data['pred_sem_seg'].data
-    return dict(kind='predict', image=meta, ori_shape=list(ori), seg_probs_sub=sub(probs.float(), step, off),
-                sub_step=step, sub_offset=off, seg_probs_shape=list(probs.shape), out_dtype=str(probs.dtype),
-                pred_sub=sub(pred.to(torch.uint8), step, off), pred_shape=list(pred.shape))
+    probs = s.data["seg_logits"].data
+    pred = s.data["pred_sem_seg"].data
+    return dict(
+        kind="predict",
+        image=meta,
+        ori_shape=list(ori),
+        seg_probs_sub=sub(probs.float(), step, off),
+        sub_step=step,
+        sub_offset=off,
+        seg_probs_shape=list(probs.shape),
+        out_dtype=str(probs.dtype),
+        pred_sub=sub(pred.to(torch.uint8), step, off),
+        pred_shape=list(pred.shape),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -346,88 +413,134 @@ def run_predict(seg, H, W, ori, step=6, off=2):
 def save_weights_openai(tmpdir):
     sd = rebuild_weights(WEIGHT_SEED)
     sha = state_dict_sha256(sd)
-    path = os.path.join(tmpdir, 'vit_b16_seeded.pt')
+    path = os.path.join(tmpdir, "vit_b16_seeded.pt")
     torch.save(sd, path)
     return path, sha
 
 
 def one_template(module):
-    module.openai_imagenet_template = [lambda c: f'a photo of a {c}.']
+    module.openai_imagenet_template = [lambda c: f"a photo of a {c}."]
 
 
 def head_sclip(repo, tmpdir):
     install_mm_stubs()
     wpath, sha = save_weights_openai(tmpdir)
-    names_path = os.path.join(tmpdir, 'names.txt')
-    names, idx = write_names(names_path, ', ')
-    m = import_from_repo(repo, 'clip_segmentor')
+    names_path = os.path.join(tmpdir, "names.txt")
+    names, idx = write_names(names_path, ", ")
+    m = import_from_repo(repo, "clip_segmentor")
     one_template(m)
     text = make_text()
     cases = {}
 
     def build(**kw):
-        seg = m.CLIPForSegmentation(clip_path=wpath, name_path=names_path, device='cpu', **kw)
+        seg = m.CLIPForSegmentation(clip_path=wpath, name_path=names_path, device="cpu", **kw)
         seg.query_features = text.clone()
         return seg
 
     seg = build()
-    for (H, W) in [(224, 224), (224, 336), (112, 448)]:
-        cases[f'ff_{H}x{W}'] = run_forward_feature(seg, H, W, len(names))
-    cases['predict_slide_default'] = dict(run_predict(seg, 224, 336, (250, 375)),
-                                          settings=dict(logit_scale=40, prob_thd=0.0, area_thd=None,
-                                                        slide_crop=224, slide_stride=112))
+    for H, W in [(224, 224), (224, 336), (112, 448)]:
+        cases[f"ff_{H}x{W}"] = run_forward_feature(seg, H, W, len(names))
+    cases["predict_slide_default"] = dict(
+        run_predict(seg, 224, 336, (250, 375)),
+        settings=dict(
+            logit_scale=40, prob_thd=0.0, area_thd=None, slide_crop=224, slide_stride=112
+        ),
+    )
     seg = build(logit_scale=65, prob_thd=0.1, area_thd=0.1)
-    cases['predict_slide_voc21'] = dict(run_predict(seg, 224, 336, (250, 375)),
-                                        settings=dict(logit_scale=65, prob_thd=0.1, area_thd=0.1,
-                                                      slide_crop=224, slide_stride=112))
-    settings = dict(head_call="net.encode_image(img, return_all=True, csa=True)", pamr_steps=0,
-                    default_logit_scale=40, slide_crop=224, slide_stride=112, name_split=', ',
-                    precision='fp32 (clip.load on CPU: fp16 cast then model.float())')
-    return dict(variants={'sclip': dict(cases=cases, settings=settings)}, sha=sha, names=names, idx=idx, text=text)
+    cases["predict_slide_voc21"] = dict(
+        run_predict(seg, 224, 336, (250, 375)),
+        settings=dict(logit_scale=65, prob_thd=0.1, area_thd=0.1, slide_crop=224, slide_stride=112),
+    )
+    settings = dict(
+        head_call="net.encode_image(img, return_all=True, csa=True)",
+        pamr_steps=0,
+        default_logit_scale=40,
+        slide_crop=224,
+        slide_stride=112,
+        name_split=", ",
+        precision="fp32 (clip.load on CPU: fp16 cast then model.float())",
+    )
+    return dict(
+        variants={"sclip": dict(cases=cases, settings=settings)},
+        sha=sha,
+        names=names,
+        idx=idx,
+        text=text,
+    )
 
 
 def head_naclip(repo, tmpdir):
     install_mm_stubs()
     wpath, sha = save_weights_openai(tmpdir)
-    names_path = os.path.join(tmpdir, 'names.txt')
-    names, idx = write_names(names_path, ', ')
-    m = import_from_repo(repo, 'naclip')
+    names_path = os.path.join(tmpdir, "names.txt")
+    names, idx = write_names(names_path, ", ")
+    m = import_from_repo(repo, "naclip")
     one_template(m)
     text = make_text()
     cases = {}
 
     def build(**kw):
-        seg = m.NACLIP(clip_path=wpath, name_path=names_path, device='cpu', arch='reduced', attn_strategy='naclip',
-                       gaussian_std=5.0, **kw)
+        seg = m.NACLIP(
+            clip_path=wpath,
+            name_path=names_path,
+            device="cpu",
+            arch="reduced",
+            attn_strategy="naclip",
+            gaussian_std=5.0,
+            **kw,
+        )
         seg.query_features = text.clone()
         return seg
 
     seg = build(pamr_steps=10)
-    for (H, W) in [(224, 224), (224, 336), (112, 448)]:
-        cases[f'ff_{H}x{W}'] = run_forward_feature(seg, H, W, len(names))
-    cases['predict_slide_pamr'] = dict(run_predict(seg, 224, 336, (250, 375)),
-                                       settings=dict(logit_scale=40, prob_thd=0.0, slide_crop=224, slide_stride=112,
-                                                     pamr_steps=10, pamr_stride=[8, 16]))
+    for H, W in [(224, 224), (224, 336), (112, 448)]:
+        cases[f"ff_{H}x{W}"] = run_forward_feature(seg, H, W, len(names))
+    cases["predict_slide_pamr"] = dict(
+        run_predict(seg, 224, 336, (250, 375)),
+        settings=dict(
+            logit_scale=40,
+            prob_thd=0.0,
+            slide_crop=224,
+            slide_stride=112,
+            pamr_steps=10,
+            pamr_stride=[8, 16],
+        ),
+    )
     seg = build(pamr_steps=10, prob_thd=0.1, slide_crop=0)
-    cases['predict_whole_pamr_voc21'] = dict(run_predict(seg, 224, 336, (250, 375)),
-                                             settings=dict(logit_scale=40, prob_thd=0.1, slide_crop=0,
-                                                           pamr_steps=10, pamr_stride=[8, 16]))
+    cases["predict_whole_pamr_voc21"] = dict(
+        run_predict(seg, 224, 336, (250, 375)),
+        settings=dict(
+            logit_scale=40, prob_thd=0.1, slide_crop=0, pamr_steps=10, pamr_stride=[8, 16]
+        ),
+    )
     seg = build(pamr_steps=0)
-    cases['predict_slide_nopamr'] = dict(run_predict(seg, 224, 336, (250, 375)),
-                                         settings=dict(logit_scale=40, prob_thd=0.0, slide_crop=224,
-                                                       slide_stride=112, pamr_steps=0))
-    settings = dict(arch='reduced', attn_strategy='naclip', gaussian_std=5.0, name_split=', ',
-                    precision='fp32 (clip.load on CPU)')
-    return dict(variants={'naclip': dict(cases=cases, settings=settings)}, sha=sha, names=names, idx=idx, text=text)
+    cases["predict_slide_nopamr"] = dict(
+        run_predict(seg, 224, 336, (250, 375)),
+        settings=dict(logit_scale=40, prob_thd=0.0, slide_crop=224, slide_stride=112, pamr_steps=0),
+    )
+    settings = dict(
+        arch="reduced",
+        attn_strategy="naclip",
+        gaussian_std=5.0,
+        name_split=", ",
+        precision="fp32 (clip.load on CPU)",
+    )
+    return dict(
+        variants={"naclip": dict(cases=cases, settings=settings)},
+        sha=sha,
+        names=names,
+        idx=idx,
+        text=text,
+    )
 
 
 def _load_vendored_open_clip(repo, wpath):
     """Their vendored open_clip, with the 'openai' download pointed at our seeded file."""
-    purge_modules('open_clip')
-    oc = import_from_repo(repo, 'open_clip')
-    oc_openai = importlib.import_module('open_clip.openai')
+    purge_modules("open_clip")
+    oc = import_from_repo(repo, "open_clip")
+    oc_openai = importlib.import_module("open_clip.openai")
     assert os.path.abspath(oc.__file__).startswith(os.path.abspath(repo)), oc.__file__
-    oc_openai.get_pretrained_url = lambda name, tag: 'seeded://vit_b16'
+    oc_openai.get_pretrained_url = lambda name, tag: "seeded://vit_b16"
     oc_openai.download_pretrained_from_url = lambda url, cache_dir=None: wpath
     return oc
 
@@ -435,23 +548,31 @@ def _load_vendored_open_clip(repo, wpath):
 def head_clearclip(repo, tmpdir):
     install_mm_stubs()
     wpath, sha = save_weights_openai(tmpdir)
-    names_path = os.path.join(tmpdir, 'names.txt')
-    names, idx = write_names(names_path, ',')
+    names_path = os.path.join(tmpdir, "names.txt")
+    names, idx = write_names(names_path, ",")
     _load_vendored_open_clip(repo, wpath)
-    stub_module('BLIP'); stub_module('BLIP.models')
-    stub_module('BLIP.models.blip_retrieval', blip_retrieval=None)
-    stub_module('gem', create_gem_model=None)
-    m = import_from_repo(repo, 'clearclip_segmentor')
+    stub_module("BLIP")
+    stub_module("BLIP.models")
+    stub_module("BLIP.models.blip_retrieval", blip_retrieval=None)
+    stub_module("gem", create_gem_model=None)
+    m = import_from_repo(repo, "clearclip_segmentor")
     one_template(m)
     text = make_text()
     variants = {}
-    for precision in ['fp16', 'fp32']:
-        fp32 = precision == 'fp32'
+    for precision in ["fp16", "fp32"]:
+        fp32 = precision == "fp32"
         cases = {}
 
-        def build(**kw):
-            seg = m.ClearCLIPSegmentation(clip_type='CLIP', vit_type='ViT-B/16', model_type='ClearCLIP',
-                                          name_path=names_path, device='cpu', ignore_residual=True, **kw)
+        def build(fp32=fp32, **kw):
+            seg = m.ClearCLIPSegmentation(
+                clip_type="CLIP",
+                vit_type="ViT-B/16",
+                model_type="ClearCLIP",
+                name_path=names_path,
+                device="cpu",
+                ignore_residual=True,
+                **kw,
+            )
             if fp32:
                 seg.net.float()
                 seg.query_features = text.clone()
@@ -462,39 +583,54 @@ def head_clearclip(repo, tmpdir):
         seg = build()
         dt = None if fp32 else torch.float16
         with half_is_noop(fp32):
-            for (H, W) in [(224, 224), (224, 336), (448, 448)]:
-                cases[f'ff_{H}x{W}'] = run_forward_feature(seg, H, W, len(names), dtype=dt)
-            cases['predict_slide_default'] = dict(run_predict(seg, 448, 560, (500, 625)),
-                                                  settings=dict(logit_scale=50, prob_thd=0.0, slide_crop=448,
-                                                                slide_stride=224))
+            for H, W in [(224, 224), (224, 336), (448, 448)]:
+                cases[f"ff_{H}x{W}"] = run_forward_feature(seg, H, W, len(names), dtype=dt)
+            cases["predict_slide_default"] = dict(
+                run_predict(seg, 448, 560, (500, 625)),
+                settings=dict(logit_scale=50, prob_thd=0.0, slide_crop=448, slide_stride=224),
+            )
             # the repo's own configs/base_config.py sets model_type='vanilla' (q-k attention, still no
             # residual / FFN); record that too
-            seg.model_type = 'vanilla'
-            cases['ff_224x336_vanilla_config'] = run_forward_feature(seg, 224, 336, len(names), dtype=dt)
-            seg.model_type = 'ClearCLIP'
-        variants['clearclip' if not fp32 else 'clearclip_fp32'] = dict(cases=cases, settings=dict(
-            clip_type='CLIP', vit_type='ViT-B/16', model_type='ClearCLIP', ignore_residual=True, name_split=',',
-            precision=('fp16 as shipped: create_model(..., precision="fp16"), inputs.half()' if not fp32 else
-                       'fp32: same code with net.float() and .half() made a no-op'),
-            note="'ff_224x336_vanilla_config' uses model_type='vanilla' as in configs/base_config.py:6"))
+            seg.model_type = "vanilla"
+            cases["ff_224x336_vanilla_config"] = run_forward_feature(
+                seg, 224, 336, len(names), dtype=dt
+            )
+            seg.model_type = "ClearCLIP"
+        variants["clearclip" if not fp32 else "clearclip_fp32"] = dict(
+            cases=cases,
+            settings=dict(
+                clip_type="CLIP",
+                vit_type="ViT-B/16",
+                model_type="ClearCLIP",
+                ignore_residual=True,
+                name_split=",",
+                precision=(
+                    'fp16 as shipped: create_model(..., precision="fp16"), inputs.half()'
+                    if not fp32
+                    else "fp32: same code with net.float() and .half() made a no-op"
+                ),
+                note="'ff_224x336_vanilla_config' uses model_type='vanilla' as in configs/base_config.py:6",
+            ),
+        )
     return dict(variants=variants, sha=sha, names=names, idx=idx, text=text)
 
 
 def head_resclip(repo, tmpdir):
     install_mm_stubs()
     wpath, sha = save_weights_openai(tmpdir)
-    names_path = os.path.join(tmpdir, 'names.txt')
-    names, idx = write_names(names_path, ', ')
+    names_path = os.path.join(tmpdir, "names.txt")
+    names, idx = write_names(names_path, ", ")
     # CPU shims for their hard-coded .cuda() / PAMR(...).to(torch.device('cuda'))
     torch.Tensor.cuda = lambda self, *a, **k: self
-    cm = import_from_repo(repo, 'clip.model')
+    cm = import_from_repo(repo, "clip.model")
     OrigPAMR = cm.PAMR
 
     class CpuPAMR(OrigPAMR):
         def to(self, *a, **k):
             return self
+
     cm.PAMR = CpuPAMR
-    m = import_from_repo(repo, 'resclip_segmentor')
+    m = import_from_repo(repo, "resclip_segmentor")
     one_template(m)
     text = make_text()
     patch_labels = []
@@ -504,47 +640,82 @@ def head_resclip(repo, tmpdir):
         out = orig_cpm(self, *a, **k)
         patch_labels.append(out.detach().clone().to(torch.uint8))
         return out
+
     cm.VisionTransformer.create_patch_matrix = rec_cpm
 
-    cfg_voc21 = dict(prob_thd=0.1, slide_crop=0, temp_thd=0.5, delete_same_entity=True,
-                     attn_rcs_weights=[2.0, 0.3], attn_sfr_weights=[2.2, 0.7])
-    cfg_ctx59 = dict(temp_thd=0.25, delete_same_entity=True, attn_rcs_weights=[2.0, 0.4], attn_sfr_weights=[1.8, 0.7])
+    cfg_voc21 = dict(
+        prob_thd=0.1,
+        slide_crop=0,
+        temp_thd=0.5,
+        delete_same_entity=True,
+        attn_rcs_weights=[2.0, 0.3],
+        attn_sfr_weights=[2.2, 0.7],
+    )
+    cfg_ctx59 = dict(
+        temp_thd=0.25,
+        delete_same_entity=True,
+        attn_rcs_weights=[2.0, 0.4],
+        attn_sfr_weights=[1.8, 0.7],
+    )
 
     def build(cfg):
-        seg = m.ResCLIPSegmentation(clip_path=wpath, name_path=names_path, device='cpu', arch='wo_resi',
-                                    attn_strategy='resclip', gaussian_std=5.0, **cfg)
+        seg = m.ResCLIPSegmentation(
+            clip_path=wpath,
+            name_path=names_path,
+            device="cpu",
+            arch="wo_resi",
+            attn_strategy="resclip",
+            gaussian_std=5.0,
+            **cfg,
+        )
         seg.query_features = text.clone()
         return seg
 
     cases = {}
     seg = build(cfg_voc21)
-    for (H, W) in [(224, 224), (224, 336)]:
+    for H, W in [(224, 224), (224, 336)]:
         patch_labels.clear()
         c = run_forward_feature(seg, H, W, len(names))
-        c['sfr_patch_labels'] = patch_labels[0]
-        c['settings'] = dict(cfg_voc21)
-        cases[f'ff_{H}x{W}_voc21'] = c
+        c["sfr_patch_labels"] = patch_labels[0]
+        c["settings"] = dict(cfg_voc21)
+        cases[f"ff_{H}x{W}_voc21"] = c
     patch_labels.clear()
-    cases['predict_whole_voc21'] = dict(run_predict(seg, 224, 336, (250, 375)), settings=dict(cfg_voc21),
-                                        sfr_patch_labels=patch_labels[0])
+    cases["predict_whole_voc21"] = dict(
+        run_predict(seg, 224, 336, (250, 375)),
+        settings=dict(cfg_voc21),
+        sfr_patch_labels=patch_labels[0],
+    )
     # not a shipped setting: temp_thd 0 keeps every patch's argmax, so the SFR mask has many labels
     cfg_thd0 = dict(cfg_voc21, temp_thd=0.0)
     seg = build(cfg_thd0)
     patch_labels.clear()
     c = run_forward_feature(seg, 224, 336, len(names))
-    c['sfr_patch_labels'] = patch_labels[0]
-    c['settings'] = dict(cfg_thd0)
-    cases['ff_224x336_thd0'] = c
+    c["sfr_patch_labels"] = patch_labels[0]
+    c["settings"] = dict(cfg_thd0)
+    cases["ff_224x336_thd0"] = c
     seg = build(cfg_ctx59)
     patch_labels.clear()
     c = run_predict(seg, 224, 336, (250, 375))
-    c['settings'] = dict(cfg_ctx59, slide_crop=224, slide_stride=112, prob_thd=0.0)
-    c['sfr_patch_labels_per_window'] = [p for p in patch_labels]
-    cases['predict_slide_context59'] = c
-    settings = dict(arch='wo_resi', attn_strategy='resclip', gaussian_std=5.0, logit_scale=40, pamr_steps=0,
-                    name_split=', ', precision='fp32 (clip.load on CPU); attn_sfr cast to fp16 by their code',
-                    cpu_shims='Tensor.cuda -> identity; PAMR.to -> identity (their code hard-codes cuda)')
-    return dict(variants={'resclip': dict(cases=cases, settings=settings)}, sha=sha, names=names, idx=idx, text=text)
+    c["settings"] = dict(cfg_ctx59, slide_crop=224, slide_stride=112, prob_thd=0.0)
+    c["sfr_patch_labels_per_window"] = [p for p in patch_labels]
+    cases["predict_slide_context59"] = c
+    settings = dict(
+        arch="wo_resi",
+        attn_strategy="resclip",
+        gaussian_std=5.0,
+        logit_scale=40,
+        pamr_steps=0,
+        name_split=", ",
+        precision="fp32 (clip.load on CPU); attn_sfr cast to fp16 by their code",
+        cpu_shims="Tensor.cuda -> identity; PAMR.to -> identity (their code hard-codes cuda)",
+    )
+    return dict(
+        variants={"resclip": dict(cases=cases, settings=settings)},
+        sha=sha,
+        names=names,
+        idx=idx,
+        text=text,
+    )
 
 
 def head_proxyclip(repo, tmpdir, dino_repo):
@@ -552,38 +723,56 @@ def head_proxyclip(repo, tmpdir, dino_repo):
     wpath, sha = save_weights_openai(tmpdir)
     psd = rebuild_proxy_weights(PROXY_SEED)
     psha = state_dict_sha256(psd)
-    names_path = os.path.join(tmpdir, 'names.txt')
-    names, idx = write_names(names_path, '; ')
-    spec = importlib.util.spec_from_file_location('dino_vision_transformer',
-                                                  os.path.join(dino_repo, 'vision_transformer.py'))
+    names_path = os.path.join(tmpdir, "names.txt")
+    names, idx = write_names(names_path, "; ")
+    spec = importlib.util.spec_from_file_location(
+        "dino_vision_transformer", os.path.join(dino_repo, "vision_transformer.py")
+    )
     dvit = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, os.path.abspath(dino_repo))      # their vision_transformer.py: from utils import trunc_normal_
+    sys.path.insert(
+        0, os.path.abspath(dino_repo)
+    )  # their vision_transformer.py: from utils import trunc_normal_
     spec.loader.exec_module(dvit)
     sys.path.remove(os.path.abspath(dino_repo))
-    purge_modules('utils')
+    purge_modules("utils")
 
     def fake_hub_load(repo_or_dir, model, *a, **k):
-        assert repo_or_dir.startswith('facebookresearch/dino') and model == 'dino_vitb8', (repo_or_dir, model)
-        net = dvit.vit_base(patch_size=8, num_classes=0)       # = hubconf.dino_vitb8 without the download
+        assert repo_or_dir.startswith("facebookresearch/dino") and model == "dino_vitb8", (
+            repo_or_dir,
+            model,
+        )
+        net = dvit.vit_base(
+            patch_size=8, num_classes=0
+        )  # = hubconf.dino_vitb8 without the download
         net.load_state_dict({k2: v.clone() for k2, v in psd.items()}, strict=True)
         return net
+
     torch.hub.load = fake_hub_load
     _load_vendored_open_clip(repo, wpath)
-    stub_module('segment_anything', sam_model_registry={})
-    stub_module('mae'); stub_module('mae.models_vit'); stub_module('mae.pos_embed', interpolate_pos_embed=None)
-    sys.modules['mae'].models_vit = sys.modules['mae.models_vit']
-    stub_module('einops', rearrange=None)                 # only used by their MAE branch
-    if importlib.util.find_spec('openpyxl') is None:      # myutils.py imports it for its Excel logging only
-        stub_module('openpyxl')
-    m = import_from_repo(repo, 'proxyclip_segmentor')
+    stub_module("segment_anything", sam_model_registry={})
+    stub_module("mae")
+    stub_module("mae.models_vit")
+    stub_module("mae.pos_embed", interpolate_pos_embed=None)
+    sys.modules["mae"].models_vit = sys.modules["mae.models_vit"]
+    stub_module("einops", rearrange=None)  # only used by their MAE branch
+    if (
+        importlib.util.find_spec("openpyxl") is None
+    ):  # myutils.py imports it for its Excel logging only
+        stub_module("openpyxl")
+    m = import_from_repo(repo, "proxyclip_segmentor")
     one_template(m)
     text = make_text()
     variants = {}
-    for precision in ['fp16', 'fp32']:
-        fp32 = precision == 'fp32'
+    for precision in ["fp16", "fp32"]:
+        fp32 = precision == "fp32"
         with half_is_noop(fp32):
-            seg = m.ProxyCLIPSegmentation(clip_type='openai', model_type='ViT-B/16', vfm_model='dino',
-                                          name_path=names_path, device='cpu')
+            seg = m.ProxyCLIPSegmentation(
+                clip_type="openai",
+                model_type="ViT-B/16",
+                vfm_model="dino",
+                name_path=names_path,
+                device="cpu",
+            )
             if fp32:
                 seg.clip.float()
                 seg.vfm.float()
@@ -591,23 +780,37 @@ def head_proxyclip(repo, tmpdir, dino_repo):
             else:
                 seg.query_features = text.clone().half()
             cases = {}
-            for (H, W) in [(224, 224), (336, 336)]:
-                cases[f'ff_{H}x{W}'] = run_forward_feature(seg, H, W, len(names), dtype=None)
-            cases['predict_slide_default'] = dict(run_predict(seg, 336, 448, (360, 480)),
-                                                  settings=dict(logit_scale=40, prob_thd=0.0, slide_crop=336,
-                                                                slide_stride=112))
-        variants['proxyclip' if not fp32 else 'proxyclip_fp32'] = dict(cases=cases, settings=dict(
-            clip_type='openai', model_type='ViT-B/16', vfm_model='dino (dino_vitb8)', beta=1.2, gamma=3.0,
-            name_split='; ', proxy_seed=PROXY_SEED, proxy_sha256=psha,
-            proxy_recipe="rebuild_proxy_weights(seed): timm 'vit_base_patch8_224.dino', num_classes=0, "
-                         "perturb+fp16-round; loaded strictly into facebookresearch/dino vision_transformer.vit_base(patch_size=8)",
-            precision=('fp16 as shipped (CLIP precision="fp16", vfm.half(), imgs .half())' if not fp32 else
-                       'fp32: same code with .half() made a no-op, clip.float(), vfm.float()')))
+            for H, W in [(224, 224), (336, 336)]:
+                cases[f"ff_{H}x{W}"] = run_forward_feature(seg, H, W, len(names), dtype=None)
+            cases["predict_slide_default"] = dict(
+                run_predict(seg, 336, 448, (360, 480)),
+                settings=dict(logit_scale=40, prob_thd=0.0, slide_crop=336, slide_stride=112),
+            )
+        variants["proxyclip" if not fp32 else "proxyclip_fp32"] = dict(
+            cases=cases,
+            settings=dict(
+                clip_type="openai",
+                model_type="ViT-B/16",
+                vfm_model="dino (dino_vitb8)",
+                beta=1.2,
+                gamma=3.0,
+                name_split="; ",
+                proxy_seed=PROXY_SEED,
+                proxy_sha256=psha,
+                proxy_recipe="rebuild_proxy_weights(seed): timm 'vit_base_patch8_224.dino', num_classes=0, "
+                "perturb+fp16-round; loaded strictly into facebookresearch/dino vision_transformer.vit_base(patch_size=8)",
+                precision=(
+                    'fp16 as shipped (CLIP precision="fp16", vfm.half(), imgs .half())'
+                    if not fp32
+                    else "fp32: same code with .half() made a no-op, clip.float(), vfm.float()"
+                ),
+            ),
+        )
     return dict(variants=variants, sha=sha, names=names, idx=idx, text=text)
 
 
 def head_pamr(repo, tmpdir, check_repo=None):
-    m = import_from_repo(repo, 'pamr')
+    m = import_from_repo(repo, "pamr")
     g = torch.Generator().manual_seed(20)
     img = torch.randn(1, 3, 60, 90, generator=g)
     logits_low = torch.randn(1, 5, 30, 45, generator=g) * 0.1
@@ -617,74 +820,132 @@ def head_pamr(repo, tmpdir, check_repo=None):
         out_low = pamr(img, logits_low)
         out_full = pamr(img, logits_full)
     if check_repo:
-        purge_modules('pamr')
+        purge_modules("pamr")
         sys.path.remove(os.path.abspath(repo))
-        m2 = import_from_repo(check_repo, 'pamr')
+        m2 = import_from_repo(check_repo, "pamr")
         with torch.no_grad():
             o2 = m2.PAMR(10, dilations=(8, 16))(img, logits_full)
-        print('pamr: max |%s - %s| = %.3g' % (repo, check_repo, (o2 - out_full).abs().max()))
+        print(f"pamr: max |{repo} - {check_repo}| = {(o2 - out_full).abs().max():.3g}")
     cases = dict(
-        pamr_lowres_mask=dict(kind='pamr', gen_seed=20, image=img[0], mask=logits_low[0], out=out_low[0]),
-        pamr_fullres_mask=dict(kind='pamr', gen_seed=20, image=img[0], mask=logits_full[0], out=out_full[0]))
-    settings = dict(num_iter=10, dilations=[8, 16], note='image = randn(1,3,60,90); masks = 0.1*randn, '
-                    'drawn in that order from torch.Generator().manual_seed(20)')
-    return dict(variants={'pamr': dict(cases=cases, settings=settings)}, sha=None, names=None, idx=None, text=None)
+        pamr_lowres_mask=dict(
+            kind="pamr", gen_seed=20, image=img[0], mask=logits_low[0], out=out_low[0]
+        ),
+        pamr_fullres_mask=dict(
+            kind="pamr", gen_seed=20, image=img[0], mask=logits_full[0], out=out_full[0]
+        ),
+    )
+    settings = dict(
+        num_iter=10,
+        dilations=[8, 16],
+        note="image = randn(1,3,60,90); masks = 0.1*randn, "
+        "drawn in that order from torch.Generator().manual_seed(20)",
+    )
+    return dict(
+        variants={"pamr": dict(cases=cases, settings=settings)},
+        sha=None,
+        names=None,
+        idx=None,
+        text=None,
+    )
 
 
-REPO_NAMES = dict(sclip='wangf3014/SCLIP', naclip='sinahmr/NACLIP', clearclip='mc-lan/ClearCLIP',
-                  resclip='yvhangyang/ResCLIP', proxyclip='mc-lan/ProxyCLIP', pamr='sinahmr/NACLIP (pamr.py)')
+REPO_NAMES = dict(
+    sclip="wangf3014/SCLIP",
+    naclip="sinahmr/NACLIP",
+    clearclip="mc-lan/ClearCLIP",
+    resclip="yvhangyang/ResCLIP",
+    proxyclip="mc-lan/ProxyCLIP",
+    pamr="sinahmr/NACLIP (pamr.py)",
+)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--repo')
-    ap.add_argument('--head', choices=['sclip', 'clearclip', 'naclip', 'resclip', 'proxyclip', 'pamr'])
-    ap.add_argument('--out', default='fixtures')
-    ap.add_argument('--dino-repo', help='checkout of facebookresearch/dino (ProxyCLIP proxy)')
-    ap.add_argument('--check-repo', help='pamr only: a second repo whose pamr.py must agree')
-    ap.add_argument('--verify-weights', type=int, metavar='SEED', help='print the SHA-256 of rebuild_weights(SEED)')
-    ap.add_argument('--threads', type=int, default=1)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--repo")
+    ap.add_argument(
+        "--head", choices=["sclip", "clearclip", "naclip", "resclip", "proxyclip", "pamr"]
+    )
+    ap.add_argument("--out", default="fixtures")
+    ap.add_argument("--dino-repo", help="checkout of facebookresearch/dino (ProxyCLIP proxy)")
+    ap.add_argument("--check-repo", help="pamr only: a second repo whose pamr.py must agree")
+    ap.add_argument(
+        "--verify-weights",
+        type=int,
+        metavar="SEED",
+        help="print the SHA-256 of rebuild_weights(SEED)",
+    )
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.verify_weights is not None:
-        print(json.dumps(dict(seed=args.verify_weights, clip_sha256=state_dict_sha256(rebuild_weights(args.verify_weights)),
-                              proxy_sha256=state_dict_sha256(rebuild_proxy_weights(PROXY_SEED)))))
+        print(
+            json.dumps(
+                dict(
+                    seed=args.verify_weights,
+                    clip_sha256=state_dict_sha256(rebuild_weights(args.verify_weights)),
+                    proxy_sha256=state_dict_sha256(rebuild_proxy_weights(PROXY_SEED)),
+                )
+            )
+        )
         return
-    assert args.repo and args.head, '--repo and --head are required'
+    assert args.repo and args.head, "--repo and --head are required"
     os.makedirs(args.out, exist_ok=True)
-    env = env_info()          # imports the installed open_clip before any vendored copy replaces it
+    env = env_info()  # imports the installed open_clip before any vendored copy replaces it
     with tempfile.TemporaryDirectory() as tmpdir:
-        if args.head == 'sclip':
+        if args.head == "sclip":
             r = head_sclip(args.repo, tmpdir)
-        elif args.head == 'naclip':
+        elif args.head == "naclip":
             r = head_naclip(args.repo, tmpdir)
-        elif args.head == 'clearclip':
+        elif args.head == "clearclip":
             r = head_clearclip(args.repo, tmpdir)
-        elif args.head == 'resclip':
+        elif args.head == "resclip":
             r = head_resclip(args.repo, tmpdir)
-        elif args.head == 'proxyclip':
-            assert args.dino_repo, '--dino-repo is required for proxyclip'
+        elif args.head == "proxyclip":
+            assert args.dino_repo, "--dino-repo is required for proxyclip"
             r = head_proxyclip(args.repo, tmpdir, args.dino_repo)
         else:
             r = head_pamr(args.repo, tmpdir, args.check_repo)
-    cmd = 'python make_head_fixtures.py ' + ' '.join(sys.argv[1:])
-    for vname, v in r['variants'].items():
-        fx = dict(format=FORMAT, head=args.head, variant=vname, repo=REPO_NAMES[args.head],
-                  commit=git_commit(args.repo), command=cmd, env=env, settings=v['settings'], cases=v['cases'])
-        if args.head == 'proxyclip':
-            fx['dino_repo'] = 'facebookresearch/dino'
-            fx['dino_commit'] = git_commit(args.dino_repo)
-        if r['sha'] is not None:
-            fx['weights'] = dict(recipe=RECIPE, seed=WEIGHT_SEED, sha256=r['sha'],
-                                 how="rebuild_weights(seed) in make_head_fixtures.py (see its docstring)")
-            fx['text'] = dict(seed=TEXT_SEED, embeddings=r['text'], names=r['names'], query_idx=r['idx'],
-                              how='make_text(seed): randn(5,512) from Generator(seed), unit-normalised, fp16-rounded')
-            fx['images'] = dict(how='make_image(seed, H, W) integer recipe; normalise(): (x - mean) / std',
-                                mean=list(CLIP_MEAN_255), std=list(CLIP_STD_255))
-        path = os.path.join(args.out, f'{vname}.pt')
+    cmd = "python make_head_fixtures.py " + " ".join(sys.argv[1:])
+    for vname, v in r["variants"].items():
+        fx = dict(
+            format=FORMAT,
+            head=args.head,
+            variant=vname,
+            repo=REPO_NAMES[args.head],
+            commit=git_commit(args.repo),
+            command=cmd,
+            env=env,
+            settings=v["settings"],
+            cases=v["cases"],
+        )
+        if args.head == "proxyclip":
+            fx["dino_repo"] = "facebookresearch/dino"
+            fx["dino_commit"] = git_commit(args.dino_repo)
+        if r["sha"] is not None:
+            fx["weights"] = dict(
+                recipe=RECIPE,
+                seed=WEIGHT_SEED,
+                sha256=r["sha"],
+                how="rebuild_weights(seed) in make_head_fixtures.py (see its docstring)",
+            )
+            fx["text"] = dict(
+                seed=TEXT_SEED,
+                embeddings=r["text"],
+                names=r["names"],
+                query_idx=r["idx"],
+                how="make_text(seed): randn(5,512) from Generator(seed), unit-normalised, fp16-rounded",
+            )
+            fx["images"] = dict(
+                how="make_image(seed, H, W) integer recipe; normalise(): (x - mean) / std",
+                mean=list(CLIP_MEAN_255),
+                std=list(CLIP_STD_255),
+            )
+        path = os.path.join(args.out, f"{vname}.pt")
         torch.save(fx, path)
-        print(f'wrote {path} ({os.path.getsize(path) / 1024:.0f} KiB): {", ".join(v["cases"])}')
+        print(f"wrote {path} ({os.path.getsize(path) / 1024:.0f} KiB): {', '.join(v['cases'])}")
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

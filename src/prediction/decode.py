@@ -21,6 +21,7 @@ class Decoded:
     mask: torch.Tensor  #: (H, W) uint8: class index, or NO_CLASS below the threshold
     confidence: torch.Tensor | None  #: (K, H, W) uint8 probabilities x 255 (if asked)
     pixels_per_class: list[int]  #: pixels given each class
+    logits: torch.Tensor | None = None  #: (K, H, W) float32 logits the mask was taken from
 
 
 def _band_grid(rows: range, h_out: int, w_out: int, device: torch.device) -> torch.Tensor:
@@ -40,12 +41,14 @@ def decode_logits(
     threshold: float | None = None,
     confidence_maps: bool = False,
     band_elements: int = 1 << 24,
+    keep_logits: bool = False,
 ) -> Decoded:
     """(K, h, w) logits -> labels (and confidences) at ``size`` = (H, W).
 
     The upsampling equals ``F.interpolate(..., mode="bilinear", align_corners=False)``; it runs
     in bands of rows so that at most ``band_elements`` floats are live. ``scale`` multiplies
-    the logits before the softmax (100 for CLIP cosine scores).
+    the logits before the softmax (100 for CLIP cosine scores). ``keep_logits`` also returns the
+    upsampled (K, H, W) logits (that one tensor then holds every band).
     """
     if logits.ndim != 3:
         raise ValueError(f"expected (K, h, w) logits, got shape {tuple(logits.shape)}")
@@ -58,6 +61,7 @@ def decode_logits(
     conf = (
         torch.empty(k, h_out, w_out, dtype=torch.uint8, device=device) if confidence_maps else None
     )
+    kept = torch.empty(k, h_out, w_out, device=device) if keep_logits else None
     band = max(1, band_elements // max(1, k * w_out))
     same = tuple(src.shape[-2:]) == (h_out, w_out)
     for r0 in range(0, h_out, band):
@@ -69,6 +73,8 @@ def decode_logits(
             up = F.grid_sample(
                 src, grid, mode="bilinear", padding_mode="border", align_corners=False
             )[0]
+        if kept is not None:
+            kept[:, rows.start : rows.stop] = up
         if need_probs:
             probs = torch.softmax(up * scale, dim=0)
             best, idx = probs.max(dim=0)
@@ -80,4 +86,6 @@ def decode_logits(
             idx = up.argmax(dim=0)
         mask[rows.start : rows.stop] = idx.to(torch.uint8)
     counts = torch.bincount(mask.flatten().long(), minlength=256)[:k]
-    return Decoded(mask=mask, confidence=conf, pixels_per_class=[int(c) for c in counts])
+    return Decoded(
+        mask=mask, confidence=conf, pixels_per_class=[int(c) for c in counts], logits=kept
+    )

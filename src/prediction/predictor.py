@@ -35,19 +35,23 @@ class Predictor:
     native_size: int  #: the model's own input size: smaller images are enlarged to it
     info: dict[str, Any] = field(default_factory=dict)
     model: Any = None  #: the wrapped model (a teacher or a student)
+    #: (model input, stitched logits) -> refined logits, after any sliding windows (PAMR)
+    refine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
 
 def predictor_from_teacher(teacher: DenseClipTeacher) -> Predictor:
     """A built :class:`~src.teacher.model.DenseClipTeacher` as a :class:`Predictor`
-    (cosine scores, softmax scale 100, enlarged to the CLIP's input size like ``src.predict``)."""
+    (cosine scores, softmax scale of its head: 100 for DenseCLIP's; enlarged to the CLIP's input
+    size like ``src.predict``). ``teacher.refine`` runs once on the stitched logits."""
     return Predictor(
-        scorer=lambda x: teacher.predict_logits(x),
+        scorer=lambda x: teacher.predict_logits(x, refine=False),
         normalize=teacher.normalize,
         class_names=list(teacher.class_names),
-        logit_scale=100.0,
+        logit_scale=float(teacher.logit_scale),
         native_size=int(teacher.image_size),
-        info={"model": "teacher", "clip_model": teacher.clip_model},
+        info={"model": "teacher", "clip_model": teacher.clip_model, "head": teacher.head},
         model=teacher,
+        refine=teacher.refine_logits if teacher.refine is not None else None,
     )
 
 
@@ -101,6 +105,7 @@ class Settings:
     confidence_maps: bool
     overlay_alpha: float
     legend_max_entries: int
+    save_logits: bool = False  #: also keep the (K, H, W) float32 logits at the image's size
 
 
 def class_list(value: Any) -> list[str] | None:
@@ -156,6 +161,8 @@ def predict_image(
         )
     else:
         logits = predictor.scorer(x)
+    if predictor.refine is not None:
+        logits = predictor.refine(x, logits)
     scale = predictor.logit_scale if settings.logit_scale is None else settings.logit_scale
     return decode_logits(
         logits[0],
@@ -163,4 +170,5 @@ def predict_image(
         scale=scale,
         threshold=settings.threshold,
         confidence_maps=settings.confidence_maps,
+        keep_logits=settings.save_logits,
     )
