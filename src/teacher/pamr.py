@@ -71,7 +71,7 @@ def pamr(
         for d in dilations:
             padded = F.pad(out, [d] * 4, mode="replicate")
             for dy, dx in _OFFSETS:
-                new += weights[:, p : p + 1] * _shifted(padded, d, dy, dx, h, w)
+                new.addcmul_(weights[:, p : p + 1], _shifted(padded, d, dy, dx, h, w))
                 p += 1
         out = new
     return out
