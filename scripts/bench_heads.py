@@ -9,6 +9,7 @@ is the batch over the median forward time, timed with the thread's CPU time on o
     python scripts/bench_heads.py                       # tiny_shapes_vit_plain + ViT-B/16, minutes
     python scripts/bench_heads.py --quick               # tiny only, seconds
     python scripts/bench_heads.py --out docs/bench_heads.json
+    python scripts/bench_heads.py --device cuda --models ViT-B-16@448   # peak = CUDA memory
 
 ViT-B/16 runs with random weights (nothing is downloaded) and ProxyCLIP with a random DINO
 ViT-B/8 proxy written to a temporary file: speed and memory do not depend on the weights.
@@ -82,17 +83,29 @@ def run_one(model: str, head: str, refine: str | None, proxy_file: str | None, a
         proxy="dino_vitb8",
         proxy_weights=proxy_file,
     )
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    teacher = teacher.to(device)
     built = _peak_mb()
-    x = torch.randn(batch, 3, h, w, generator=torch.Generator().manual_seed(0))
-    clock = time.thread_time if args.threads == 1 else time.perf_counter
+    x = torch.randn(batch, 3, h, w, generator=torch.Generator().manual_seed(0)).to(device)
+    clock = time.thread_time if args.threads == 1 and not cuda else time.perf_counter
     times = []
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     with torch.inference_mode():
         for i in range(args.warmup + args.repeats):
             start = clock()
             teacher.predict_logits(x)
+            if cuda:
+                torch.cuda.synchronize(device)
             if i >= args.warmup:
                 times.append(clock() - start)
     median = statistics.median(times)
+    if cuda:
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+        return {"model": model, "head": head, "refine": refine, "batch": batch, "size": [h, w],
+                "seconds_per_batch": median, "images_per_s": batch / median,
+                "peak_rss_mb": peak, "forward_extra_mb": peak, "clock": "wall, CUDA"}  # fmt: skip
     return {
         "model": model,
         "head": head,
@@ -124,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--models", nargs="*", default=None, choices=list(MODELS))
     parser.add_argument("--heads", nargs="*", default=HEADS, choices=HEADS)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:n]")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
@@ -145,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         proxy = str(proxy_weights_file(Path(tmp))) if "proxyclip" in args.heads else "none"
         for model, head, refine in points:
             cmd = [sys.executable, __file__, "--one", model, head, refine or "none", proxy,
-                   "--threads", str(args.threads), "--warmup", str(args.warmup),
+                   "--threads", str(args.threads), "--device", args.device, "--warmup", str(args.warmup),
                    "--repeats", str(args.repeats)]  # fmt: skip
             env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
