@@ -373,11 +373,13 @@ def resclip_features(
     rcs_weights: Sequence[float] = (2.0, 0.4),
     sfr_weights: Sequence[float] = (1.8, 0.7),
     logit_scale: float = 40.0,
+    first_pass: dict[str, torch.Tensor] | None = None,
 ) -> Features:
     """ResCLIP (RCS + SFR on NACLIP's last block, no residual, no FFN). A first pass (RCS
     only) labels the image: its scores at image size refined by PAMR, ``softmax(logit_scale
     * scores)``, label 0 where the top probability is below ``temp_thd``, the mode per patch;
-    the second pass adds the semantic-feedback attention of those labels."""
+    the second pass adds the semantic-feedback attention of those labels. A ``first_pass``
+    dict receives the first pass's grid cosines (``cos``) and patch labels (``labels``)."""
     opts = {
         "gaussian_std": gaussian_std,
         "rcs_weights": tuple(rcs_weights),
@@ -395,12 +397,16 @@ def resclip_features(
     cos = torch.einsum(
         "bdhw,kd->bkhw", F.normalize(first.float(), dim=1), text.float().to(first.device)
     )
+    if first_pass is not None:
+        first_pass["cos"] = cos
     cos = F.interpolate(cos, size=images.shape[-2:], mode="bilinear", align_corners=False)
     probs = torch.softmax(logit_scale * pamr(images.float(), cos), dim=1)
     top, labels = probs.max(dim=1)
     labels = torch.where(top < temp_thd, torch.zeros_like(labels), labels)
     patch = int(visual.patch_size[0])
     per_patch = patch_labels(labels, grid, patch)
+    if first_pass is not None:
+        first_pass["labels"] = per_patch
     sfr = torch.stack([sfr_matrix(lab, gaussian_std) for lab in per_patch])
     tokens = merge_heads(block, _resclip_attention((k, v), rcs, opts, grid, sfr))
     return tokens_to_features(visual, tokens[:, 1:], grid), _keys(k, grid) if with_keys else None

@@ -257,6 +257,24 @@ def test_proxyclip_equals_the_authors_fast(teacher, tmp_path: Path) -> None:
         teacher.set_head("maskclip")
 
 
+@pytest.mark.parametrize("case_name", ["ff_224x224_voc21", "ff_224x336_thd0"])
+def test_resclip_first_pass_labels_equal_the_authors(teacher, case_name: str) -> None:
+    """The patch labels ResCLIP's first pass feeds to SFR, and its grid cosines."""
+    from src.teacher.heads import resclip_features
+
+    fx = load("resclip")
+    case = fx["cases"][case_name]
+    opts = _head_options(fx, case, case_name)
+    text = F.normalize(teacher.text_embeddings.float(), dim=-1)
+    first: dict = {}
+    with torch.no_grad():
+        resclip_features(teacher.clip.visual, fixture_image(case), with_keys=False, text=text,
+                         first_pass=first, **opts)  # fmt: skip
+    assert torch.equal(first["labels"][0].to(torch.uint8), case["sfr_patch_labels"])
+    assert (first["cos"][0] - case["pass1_feat_logits"]).abs().max().item() <= TOL
+    assert len(first["labels"][0].unique()) > 1  # a labelling with something to feed back
+
+
 def test_naclip_with_pamr_predicts_as_the_authors(teacher) -> None:
     fx = load("naclip")
     teacher.set_head("naclip")
