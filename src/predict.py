@@ -4,9 +4,11 @@
     python -m src.predict input='shots/*.png' 'classes=[sky,tree]' ckpt_path=path/to/last.ckpt
 
 For each image writes ``<stem>_mask.png`` (uint8 palette PNG: value ``i`` is ``classes[i]``,
-255 is no class), ``<stem>_overlay.jpg`` (image, colour mask, legend) and, with
-``confidence_maps=true``, ``<stem>_conf_<class>.png``; then one ``legend.json`` (classes,
-colours, settings, per-image files and pixel counts). Every file is written atomically.
+255 is no class), ``<stem>_overlay.jpg`` (image, colour mask, legend), with
+``confidence_maps=true`` ``<stem>_conf_<class>.png``, with ``save_logits=true``
+``<stem>_logits.npy`` (float32 classes x H x W, the scores the mask was taken from); then one
+``legend.json`` (classes, colours, settings, per-image files and pixel counts). Every file is
+written atomically.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ def read_settings(cfg: DictConfig) -> Settings:
         threshold=number("threshold", float, low=1e-9, high=1.0, null=True),
         logit_scale=number("logit_scale", float, low=1e-9, null=True),
         confidence_maps=bool(cfg.confidence_maps),
+        save_logits=bool(cfg.get("save_logits", False)),
         overlay_alpha=number("overlay_alpha", float, low=0.0, high=1.0),
         legend_max_entries=number("legend_max_entries", int, low=1),
     )
@@ -106,6 +109,7 @@ def teacher_predictor(
         prompt_denoising=teacher.prompt_denoising,
         background=teacher.background,
         background_threshold=teacher.background_threshold,
+        refine=teacher.refine,
     )
     return predictor
 

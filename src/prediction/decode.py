@@ -22,6 +22,7 @@ class Decoded:
     mask: torch.Tensor  #: (H, W) uint8: class index, or NO_CLASS below the threshold
     confidence: torch.Tensor | None  #: (K, H, W) uint8 probabilities x 255 (if asked)
     pixels_per_class: list[int]  #: pixels given each class
+    logits: torch.Tensor | None = None  #: (K, H, W) float32 logits the mask was taken from
 
 
 def _band_grid(rows: range, h_out: int, w_out: int, device: torch.device) -> torch.Tensor:
@@ -43,6 +44,7 @@ def decode_logits(
     band_elements: int = 1 << 24,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     background: bool = False,
+    keep_logits: bool = False,
 ) -> Decoded:
     """(Q, h, w) logits -> labels (and confidences) at ``size`` = (H, W).
 
@@ -51,7 +53,9 @@ def decode_logits(
     upsampled ``(1, Q, band, W)`` scores into class scores (a teacher's names -> classes;
     None: they are already). ``scale`` multiplies the class scores before the softmax (100 for
     CLIP cosine scores). With ``background``, class score 0 is "none of these": pixels it wins
-    get :data:`NO_CLASS` and class ``i`` is score ``i + 1`` (its confidence map is not kept).
+    get :data:`NO_CLASS` and class ``i`` is score ``i + 1`` (its confidence map is not kept). ``keep_logits`` also returns
+    the upsampled class scores ((K, H, W), with the background score first when
+    ``background``: the scores the mask was taken from; that one tensor holds every band).
     """
     if logits.ndim != 3:
         raise ValueError(f"expected (K, h, w) logits, got shape {tuple(logits.shape)}")
@@ -69,6 +73,7 @@ def decode_logits(
     conf = (
         torch.empty(k, h_out, w_out, dtype=torch.uint8, device=device) if confidence_maps else None
     )
+    kept = torch.empty(k + offset, h_out, w_out, device=device) if keep_logits else None
     band = max(1, band_elements // max(1, max(q, k + offset) * w_out))
     same = tuple(src.shape[-2:]) == (h_out, w_out)
     for r0 in range(0, h_out, band):
@@ -82,6 +87,8 @@ def decode_logits(
             )[0]
         if reduce is not None:
             up = reduce(up[None])[0].float()
+        if kept is not None:
+            kept[:, rows.start : rows.stop] = up
         if need_probs:
             probs = torch.softmax(up * scale, dim=0)
             best, idx = probs.max(dim=0)
@@ -95,4 +102,6 @@ def decode_logits(
             idx = torch.where((idx == 0) | (idx == NO_CLASS), NO_CLASS, idx - offset)
         mask[rows.start : rows.stop] = idx.to(torch.uint8)
     counts = torch.bincount(mask.flatten().long(), minlength=256)[:k]
-    return Decoded(mask=mask, confidence=conf, pixels_per_class=[int(c) for c in counts])
+    return Decoded(
+        mask=mask, confidence=conf, pixels_per_class=[int(c) for c in counts], logits=kept
+    )

@@ -1,6 +1,7 @@
 """The files prediction writes: ``<stem>_mask.png`` (palette PNG of class indices),
-``<stem>_overlay.jpg`` (image, colour mask, legend) and ``<stem>_conf_<class>.png``, each
-written atomically, with distinct stems and file-name-safe class names.
+``<stem>_overlay.jpg`` (image, colour mask, legend), ``<stem>_conf_<class>.png`` and
+``<stem>_logits.npy`` (float32 K x H x W), each written atomically, with distinct stems and
+file-name-safe class names.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from PIL import Image
 
 from src.pictures.overlay import overlay_with_legend
 from src.pictures.palette import VOID_COLOR, mask_image
-from src.utils.io import atomic_save_image
+from src.utils.io import atomic_save_image, atomic_save_npy
 
 if TYPE_CHECKING:
     from src.prediction.decode import Decoded
@@ -85,6 +86,10 @@ def write_outputs(
             name = f"{stem}_conf_{slug}.png"
             atomic_save_image(out_dir / name, Image.fromarray(conf[k], mode="L"))
             record["confidence_maps"][class_names[k]] = name
+    if decoded.logits is not None:
+        record["logits"] = f"{stem}_logits.npy"
+        logits = decoded.logits.cpu().numpy().astype(np.float32, copy=False)
+        atomic_save_npy(out_dir / record["logits"], logits)
     return record
 
 

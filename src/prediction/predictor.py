@@ -35,27 +35,31 @@ class Predictor:
     native_size: int  #: the model's own input size: smaller images are enlarged to it
     info: dict[str, Any] = field(default_factory=dict)
     model: Any = None  #: the wrapped model (a teacher or a student)
-    #: the scorer's (B, Q, H, W) scores -> (B, C, H, W) class scores, applied after windows
-    #: and resizing (the teacher's names -> classes); None: the scores are the classes'
+    #: the scorer's (B, Q, H, W) scores -> (B, C, H, W) class scores, applied after windows,
+    #: refinement and resizing (the teacher's names -> classes); None: the scores are the classes'
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
     background: bool = False  #: class score 0 is "none of these" (mask 255), class i is i + 1
+    #: (model input, stitched scores) -> refined scores, after any sliding windows (PAMR)
+    refine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
 
 def predictor_from_teacher(teacher: DenseClipTeacher) -> Predictor:
     """A built :class:`~src.teacher.model.DenseClipTeacher` as a :class:`Predictor`: its
-    names' cosine scores, reduced to classes after windows and resizing (``classify``: best
-    name, background channel), softmax scale ``teacher.logit_scale`` (100 by default),
-    enlarged to the CLIP's input size like ``src.predict``."""
+    names' cosine scores, refined once on the stitched scores (``teacher.refine``), reduced to
+    classes after windows and resizing (``classify``: best name, background channel), softmax
+    scale ``teacher.logit_scale`` (the head's: 100 for DenseCLIP's), enlarged to the CLIP's
+    input size like ``src.predict``."""
     return Predictor(
-        scorer=lambda x: teacher.name_logits(x),
+        scorer=lambda x: teacher.name_logits(x, refine=False),
         normalize=teacher.normalize,
         class_names=list(teacher.class_names),
         logit_scale=float(teacher.logit_scale),
         native_size=int(teacher.image_size),
-        info={"model": "teacher", "clip_model": teacher.clip_model},
+        info={"model": "teacher", "clip_model": teacher.clip_model, "head": teacher.head},
         model=teacher,
         reduce=teacher.classify,
         background=bool(teacher.has_background),
+        refine=teacher.refine_logits if teacher.refine is not None else None,
     )
 
 
@@ -114,6 +118,7 @@ class Settings:
     confidence_maps: bool
     overlay_alpha: float
     legend_max_entries: int
+    save_logits: bool = False  #: also keep the (K, H, W) float32 logits at the image's size
 
 
 def class_list(value: Any) -> list[str] | None:
@@ -171,6 +176,8 @@ def predict_image(
         )
     else:
         logits = predictor.scorer(x)
+    if predictor.refine is not None:
+        logits = predictor.refine(x, logits)
     scale = predictor.logit_scale if settings.logit_scale is None else settings.logit_scale
     return decode_logits(
         logits[0],
@@ -180,4 +187,5 @@ def predict_image(
         confidence_maps=settings.confidence_maps,
         reduce=predictor.reduce,
         background=predictor.background,
+        keep_logits=settings.save_logits,
     )

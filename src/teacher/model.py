@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,19 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from src.teacher import refine
-from src.teacher.features import dense_extractor, output_stride, pad_to_multiple
+from src.errors import UserError
+from src.teacher import refine as maskclip_refine
+from src.teacher.features import output_stride, pad_to_multiple
+from src.teacher.heads import (
+    LOGIT_SCALES,
+    DenseHead,
+    check_head_fits,
+    plain_config,
+    resolve_head_options,
+)
 from src.teacher.loading import create_clip
+from src.teacher.pamr import pamr
+from src.teacher.proxy import load_proxy, resolve_proxy_weights
 from src.teacher.refine import CLIP_LOGIT_SCALE
 from src.teacher.text import (
     cache_key,
@@ -51,13 +61,20 @@ class DenseClipTeacher(pl.LightningModule):
         cache_dir: folder for the text-embedding cache (``None``: no cache).
         precision: open_clip precision of the weights (``fp32``, ``fp16``, ``bf16``).
         quick_gelu: text/ViT activation; ``None`` follows the weights (QuickGELU for OpenAI's).
+        head: the dense head (``maskclip``, DenseCLIP's; ``sclip``, ``clearclip``, ``naclip``,
+            ``resclip``, ``proxyclip`` for ViT CLIPs; :mod:`src.teacher.heads`).
+        head_options: the head's settings beyond its authors' defaults (``HEAD_OPTIONS``).
+        proxy: ProxyCLIP's proxy ViT (``dino_vitb8``, ``dino_vitb16``, ``dinov2_vitb14``);
+            used by ``head=proxyclip`` only.
+        proxy_weights: a local file with the proxy's weights (``None``: timm's cache).
+        refine: ``pamr`` refines the scores with the image (PAMR), or ``None``.
         background: words of a background class (``"sky, wall, tree"`` or a list), scored like
             a class; ``None``: no background words (the default).
         background_threshold: pixels whose best class probability ``softmax(logit_scale *
             cos)`` is below it become background; ``None``: off (the default, the paper's).
         logit_scale: the temperature of those probabilities (and of prediction's confidences);
-            ``None``: the head's own, 100 for DenseCLIP (CLIP's and MaskCLIP's); the
-            training-free heads use 40 or 50.
+            ``None``: the head's own (its authors' softmax scale: 100 for DenseCLIP, CLIP's
+            and MaskCLIP's; the training-free heads use 40 or 50).
 
     With background words or a threshold the teacher has a background: its class scores gain a
     channel 0 for it (``has_background``), the data's background where it is counted.
@@ -77,6 +94,11 @@ class DenseClipTeacher(pl.LightningModule):
         cache_dir: str | os.PathLike | None = None,
         precision: str = "fp32",
         quick_gelu: bool | None = None,
+        head: str = "maskclip",
+        head_options: Mapping[str, Any] | None = None,
+        proxy: str | None = "dino_vitb8",
+        proxy_weights: str | None = None,
+        refine: str | None = None,
         background: str | Sequence[str] | None = None,
         background_threshold: float | None = None,
         logit_scale: float | None = None,
@@ -92,26 +114,34 @@ class DenseClipTeacher(pl.LightningModule):
         self.ks_threshold = float(ks_threshold)
         self.pd_threshold = float(pd_threshold)
         self.cache_dir = None if cache_dir is None else str(cache_dir)
-        logit_scale = CLIP_LOGIT_SCALE if logit_scale is None else float(logit_scale)
-        check_background_options(background_threshold, logit_scale)
+        # a bad head, refinement or proxy fails before the CLIP loads
+        resolve_head_options(str(head), head_options)
+        self.refine = _refine_choice(refine)
+        if head == "proxyclip":
+            resolve_proxy_weights(proxy, proxy_weights)
+        #: ``teacher.logit_scale`` as given (``None``: each head's own, set by :meth:`set_head`)
+        self.logit_scale_override = None if logit_scale is None else float(logit_scale)
+        check_background_options(
+            background_threshold,
+            CLIP_LOGIT_SCALE if logit_scale is None else float(logit_scale),
+        )
         self.background = (
             background if background is None or isinstance(background, str) else list(background)
         )
         self.background_threshold = (
             None if background_threshold is None else float(background_threshold)
         )
-        self.logit_scale = float(logit_scale)
 
         self.clip = create_clip(clip_model, pretrained, precision=precision, quick_gelu=quick_gelu)
         self.clip.requires_grad_(False)
         self.clip.eval()
-        self._extract = dense_extractor(self.clip.visual)
         self.stride = output_stride(self.clip.visual)
         self.tokenizer = open_clip.get_tokenizer(clip_model.replace("/", "-"))
 
         pre = open_clip.get_model_preprocess_cfg(self.clip)
         self.mean: tuple[float, float, float] = tuple(float(v) for v in pre["mean"])
         self.std: tuple[float, float, float] = tuple(float(v) for v in pre["std"])
+        self.set_head(head, head_options, proxy=proxy, proxy_weights=proxy_weights)
         size = pre["size"]
         self.image_size: int = int(size if isinstance(size, int) else size[0])
 
@@ -120,6 +150,38 @@ class DenseClipTeacher(pl.LightningModule):
         self.register_buffer("name_embeddings", torch.empty(0), persistent=False)
         self.set_class_names(class_names)
         self.eval()
+
+    def set_head(
+        self,
+        head: str,
+        head_options: Mapping[str, Any] | None = None,
+        *,
+        proxy: str | None = "dino_vitb8",
+        proxy_weights: str | None = None,
+    ) -> None:
+        """Use dense head ``head`` from now on (the CLIP and the vocabulary stay)."""
+        head = str(head)
+        options = resolve_head_options(head, head_options)
+        check_head_fits(head, self.clip.visual, self.clip_model)
+        proxy_net = None
+        if head == "proxyclip":
+            dtype = self.clip.visual.conv1.weight.dtype
+            proxy_net = load_proxy(str(proxy), proxy_weights, dtype=dtype)
+            proxy_net.to(self.clip.visual.conv1.weight.device)
+        self.head = head
+        self.dense_head = DenseHead(
+            head, self.clip.visual, options, proxy=proxy_net, mean=self.mean, std=self.std
+        )
+        #: softmax temperature of the cosine scores: ``teacher.logit_scale``, else the head's
+        #: own (its authors'; CLIP's 100 for maskclip)
+        override = getattr(self, "logit_scale_override", None)
+        self.logit_scale = LOGIT_SCALES[head] if override is None else override
+        self.hparams.update(
+            head=head,
+            head_options=plain_config(head_options or {}),
+            proxy=proxy,
+            proxy_weights=proxy_weights,
+        )
 
     # ------------------------------------------------------------------ frozen for good
     def train(self, mode: bool = True) -> DenseClipTeacher:
@@ -176,7 +238,7 @@ class DenseClipTeacher(pl.LightningModule):
             if isinstance(value, Sequence) and not isinstance(value, str)
             else value
             for key, value in self.hparams.items()
-        }
+        } | {"head_options": plain_config(self.hparams.get("head_options") or {})}
 
     @property
     def num_classes(self) -> int:
@@ -193,36 +255,41 @@ class DenseClipTeacher(pl.LightningModule):
     @torch.no_grad()
     def dense_features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, D, h, w) per-location CLIP embeddings, before normalisation."""
-        return self._extract(self.clip.visual, images, with_keys=False)[0].float()
+        return self._features(images, with_keys=False)[0].float()
+
+    def _features(self, images: torch.Tensor, *, with_keys: bool):
+        text = self.name_embeddings  # heads that label a first pass (ResCLIP) use the names
+        return self.dense_head(self.clip.visual, images, text=text, with_keys=with_keys)
 
     @torch.no_grad()
     def dense_scores(self, images: torch.Tensor) -> torch.Tensor:
         """(B, Q, h, w) cosine scores of every name at feature resolution (refinements applied
         if on); Q = K for single-name classes without background words."""
-        feats, keys = self._extract(self.clip.visual, images, with_keys=self.key_smoothing)
+        feats, keys = self._features(images, with_keys=self.key_smoothing)
         feats = F.normalize(feats.float(), dim=1)
         text = self.name_embeddings.to(feats)
         cos = torch.einsum("bdhw,kd->bkhw", feats, text)
         if self.prompt_denoising:
-            cos = refine.prompt_denoise(cos, self.pd_threshold)
+            cos = maskclip_refine.prompt_denoise(cos, self.pd_threshold)
         if self.key_smoothing:
-            cos = refine.key_smooth(cos, keys, self.ks_threshold)
+            cos = maskclip_refine.key_smooth(cos, keys, self.ks_threshold)
         return cos
 
     @torch.no_grad()
     def predict_logits(
-        self, images: torch.Tensor, size: tuple[int, int] | None = None
+        self, images: torch.Tensor, size: tuple[int, int] | None = None, *, refine: bool = True
     ) -> torch.Tensor:
         """(B, C, H, W) class scores at ``size`` (default: the input's size): the names'
-        scores upsampled, then reduced to classes (:meth:`classify`); C = K, plus the
-        background channel 0 when :attr:`has_background`."""
-        return self.classify(self.name_logits(images, size))
+        scores upsampled and refined there (``refine=pamr``, unless ``refine=False``), then
+        reduced to classes (:meth:`classify`); C = K, plus the background channel 0 when
+        :attr:`has_background`."""
+        return self.classify(self.name_logits(images, size, refine=refine))
 
     def classify(self, name_logits: torch.Tensor) -> torch.Tensor:
         """(B, Q, H, W) name scores -> (B, C, H, W) class scores: each class's best name, and
         the background channel first where there is one
-        (:func:`~src.teacher.vocabulary.class_scores`). Sliding windows and resizing act on
-        the name scores before it, as in the training-free papers."""
+        (:func:`~src.teacher.vocabulary.class_scores`). Sliding windows, resizing and PAMR
+        act on the name scores before it, as in the training-free papers."""
         return class_scores(
             name_logits,
             self.vocabulary,
@@ -232,9 +299,11 @@ class DenseClipTeacher(pl.LightningModule):
 
     @torch.no_grad()
     def name_logits(
-        self, images: torch.Tensor, size: tuple[int, int] | None = None
+        self, images: torch.Tensor, size: tuple[int, int] | None = None, *, refine: bool = True
     ) -> torch.Tensor:
-        """(B, Q, H, W) cosine scores of every name upsampled bilinearly to ``size``."""
+        """(B, Q, H, W) cosine scores of every name upsampled bilinearly to ``size``, then
+        refined there (``refine=pamr``) unless ``refine=False``."""
+        original = images
         h, w = images.shape[-2:]
         # ViT input is padded to the patch size; a ResNet needs at least 32 px per side
         padded = self.stride != 32 or min(h, w) < self.stride
@@ -248,7 +317,18 @@ class DenseClipTeacher(pl.LightningModule):
         out = size if size is not None else (h, w)
         if tuple(scores.shape[-2:]) != tuple(out):
             scores = F.interpolate(scores, size=tuple(out), mode="bilinear", align_corners=False)
-        return scores
+        return self.refine_logits(original, scores) if refine else scores
+
+    @torch.no_grad()
+    def refine_logits(self, images: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """``teacher.refine`` on (B, K, H, W) scores, with the (B, 3, h, w) normalised images
+        resized bilinearly to H x W (identity when refine is off)."""
+        if self.refine is None:
+            return scores
+        size = tuple(scores.shape[-2:])
+        if tuple(images.shape[-2:]) != size:
+            images = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False)
+        return pamr(images, scores)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -266,3 +346,17 @@ class DenseClipTeacher(pl.LightningModule):
         mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
         return (images - mean) / std
+
+
+REFINEMENTS = ("pamr",)
+
+
+def _refine_choice(refine: str | None) -> str | None:
+    """``teacher.refine``: ``pamr`` or off (``None``, ``none``, ``false``)."""
+    if refine in (None, False, "", "none", "None", "null", "false"):
+        return None
+    if refine not in REFINEMENTS:
+        raise UserError(
+            f"unknown teacher.refine '{refine}'", f"use one of: {', '.join(REFINEMENTS)} or null"
+        )
+    return str(refine)

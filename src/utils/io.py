@@ -64,6 +64,15 @@ def atomic_save_image(path: str | os.PathLike, image: Any, **save_kwargs: Any) -
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def atomic_save_npy(path: str | os.PathLike, array: Any) -> Path:
+    """``numpy.save`` ``array`` to ``path`` (``.npy``) atomically."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float | int | str]:
     """Turn tensors and numpy scalars into plain Python numbers for ``metrics.json``."""
     out: dict[str, float | int | str] = {}

@@ -67,3 +67,31 @@ def test_predict_image_resizes_for_the_model_and_decodes_at_full_size() -> None:
 def test_class_list_keeps_list_entries_with_several_names_whole() -> None:
     assert class_list(["cat", "person, person in shirt"]) == ["cat", "person, person in shirt"]
     assert class_list("cat,person") == ["cat", "person"]  # a plain string: one name per class
+
+
+def test_refine_runs_once_on_the_stitched_logits_and_logits_are_kept() -> None:
+    """A model's refinement (PAMR) sees the whole stitched score map, not each window; the
+    kept logits are the full-size scores the mask was taken from."""
+    weight = torch.randn(4, 3, 1, 1, generator=torch.Generator().manual_seed(1))
+    refined = []
+
+    def refine(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        refined.append((tuple(x.shape), tuple(logits.shape)))
+        return logits.flip(1)  # a visible change: classes reversed
+
+    predictor = Predictor(scorer=lambda x: F.conv2d(x, weight), normalize=lambda x: x - 0.5,
+                          class_names=list("abcd"), logit_scale=1.0, native_size=24,
+                          refine=refine)  # fmt: skip
+    image = np.random.default_rng(1).integers(0, 256, (30, 45, 3), dtype=np.uint8)
+    settings = _settings(sliding_window=True, save_logits=True)
+    out = predict_image(predictor, image, settings, torch.device("cpu"))
+    assert refined == [((1, 3, 30, 45), (1, 4, 30, 45))]  # once, on the whole image
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255 - 0.5
+    from src.prediction.windows import sliding_window_logits
+
+    stitched = sliding_window_logits(lambda c: F.conv2d(c, weight), x, window=16, stride=12)
+    assert out.logits is not None and out.logits.shape == (4, 30, 45)
+    assert torch.allclose(out.logits, stitched[0].flip(0), atol=1e-6)
+    assert torch.equal(out.mask.long(), out.logits.argmax(0))
+    plain = predict_image(predictor, image, _settings(sliding_window=True), torch.device("cpu"))
+    assert plain.logits is None and torch.equal(plain.mask, out.mask)

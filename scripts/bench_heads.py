@@ -1,0 +1,187 @@
+"""Throughput and peak memory of every teacher head (and PAMR) on a CPU (docs/TEACHERS.md).
+
+Each (model, head, refine) point runs in a fresh process, so its peak resident memory is its
+own: the process builds the teacher, notes its peak RSS, then runs ``--warmup`` + ``--repeats``
+forwards (``predict_logits`` on a batch of random images) and notes the peak again. Images/s
+is the batch over the median forward time, timed with the thread's CPU time on one thread
+(steady on a shared machine; wall time otherwise).
+
+    python scripts/bench_heads.py                       # tiny_shapes_vit_plain + ViT-B/16, minutes
+    python scripts/bench_heads.py --quick               # tiny only, seconds
+    python scripts/bench_heads.py --out docs/bench_heads.json
+    python scripts/bench_heads.py --device cuda --models ViT-B-16@448   # peak = CUDA memory
+
+ViT-B/16 runs with random weights (nothing is downloaded) and ProxyCLIP with a random DINO
+ViT-B/8 proxy written to a temporary file: speed and memory do not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+HEADS = ["maskclip", "sclip", "clearclip", "naclip", "resclip", "proxyclip"]
+#: (label, teacher kwargs, image height, width, batch)
+MODELS = {
+    "tiny_shapes_vit_plain@128": (
+        {"clip_model": "tiny_shapes_vit_plain", "pretrained": "shapes"},
+        128,
+        128,
+        16,
+    ),
+    "ViT-B-16@224x4": (
+        {"clip_model": "ViT-B-16", "pretrained": None, "quick_gelu": True},
+        224,
+        224,
+        4,
+    ),
+    "ViT-B-16@448": (
+        {"clip_model": "ViT-B-16", "pretrained": None, "quick_gelu": True},
+        448,
+        448,
+        1,
+    ),
+}
+CLASSES = {"tiny_shapes_vit_plain@128": 3}
+DEFAULT_CLASSES = 21
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_one(model: str, head: str, refine: str | None, proxy_file: str | None, args) -> dict:
+    """One point, in this process."""
+    import torch
+
+    from src.teacher.model import DenseClipTeacher
+
+    torch.set_num_threads(args.threads)
+    kwargs, h, w, batch = MODELS[model]
+    names = [f"class {i}" for i in range(CLASSES.get(model, DEFAULT_CLASSES))]
+    teacher = DenseClipTeacher(
+        **kwargs,
+        class_names=names,
+        templates=["a photo of a {}."],
+        head=head,
+        refine=refine,
+        proxy="dino_vitb8",
+        proxy_weights=proxy_file,
+    )
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    teacher = teacher.to(device)
+    built = _peak_mb()
+    x = torch.randn(batch, 3, h, w, generator=torch.Generator().manual_seed(0)).to(device)
+    clock = time.thread_time if args.threads == 1 and not cuda else time.perf_counter
+    times = []
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    with torch.inference_mode():
+        for i in range(args.warmup + args.repeats):
+            start = clock()
+            teacher.predict_logits(x)
+            if cuda:
+                torch.cuda.synchronize(device)
+            if i >= args.warmup:
+                times.append(clock() - start)
+    median = statistics.median(times)
+    if cuda:
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+        return {"model": model, "head": head, "refine": refine, "batch": batch, "size": [h, w],
+                "seconds_per_batch": median, "images_per_s": batch / median,
+                "peak_rss_mb": peak, "forward_extra_mb": peak, "clock": "wall, CUDA"}  # fmt: skip
+    return {
+        "model": model,
+        "head": head,
+        "refine": refine,
+        "batch": batch,
+        "size": [h, w],
+        "seconds_per_batch": median,
+        "images_per_s": batch / median,
+        "peak_rss_mb": _peak_mb(),
+        "forward_extra_mb": _peak_mb() - built,
+        "clock": "thread CPU time" if args.threads == 1 else "wall",
+    }
+
+
+def proxy_weights_file(folder: Path) -> Path:
+    """A random DINO ViT-B/8 (timm layout) for ProxyCLIP's speed."""
+    import timm
+    import torch
+
+    model = timm.create_model("vit_base_patch8_224.dino", pretrained=False, num_classes=0)
+    path = folder / "dino_vitb8_random.pth"
+    torch.save({k: v.half() for k, v in model.state_dict().items()}, path)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the tiny model only")
+    parser.add_argument("--models", nargs="*", default=None, choices=list(MODELS))
+    parser.add_argument("--heads", nargs="*", default=HEADS, choices=HEADS)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:n]")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    parser.add_argument("--one", nargs=4, metavar=("MODEL", "HEAD", "REFINE", "PROXY"),
+                        help=argparse.SUPPRESS)  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.one:
+        model, head, refine, proxy = args.one
+        result = run_one(model, head, None if refine == "none" else refine,
+                         None if proxy == "none" else proxy, args)  # fmt: skip
+        print("RESULT " + json.dumps(result))
+        return [result]
+
+    models = args.models or (["tiny_shapes_vit_plain@128"] if args.quick else list(MODELS))
+    points = [(m, h, None) for m in models for h in args.heads]
+    points += [(m, h, "pamr") for m in models for h in ("maskclip", "naclip") if h in args.heads]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        proxy = str(proxy_weights_file(Path(tmp))) if "proxyclip" in args.heads else "none"
+        for model, head, refine in points:
+            cmd = [sys.executable, __file__, "--one", model, head, refine or "none", proxy,
+                   "--threads", str(args.threads), "--device", args.device, "--warmup", str(args.warmup),
+                   "--repeats", str(args.repeats)]  # fmt: skip
+            env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode != 0 or not lines:
+                print(f"{model} {head} {refine}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+                continue
+            result = json.loads(lines[-1][len("RESULT ") :])
+            results.append(result)
+            print(f"{model:26s} {head:9s} {str(refine):5s} {result['images_per_s']:8.2f} img/s  "
+                  f"peak {result['peak_rss_mb']:7.0f} MB (+{result['forward_extra_mb']:.0f})",
+                  flush=True)  # fmt: skip
+    if args.out:
+        from src.utils.io import atomic_save_json
+
+        atomic_save_json(args.out, {
+            "machine": {"cpu": platform.processor() or platform.machine(),
+                        "cores": os.cpu_count(), "threads": args.threads},
+            "results": results,
+        })  # fmt: skip
+    return results
+
+
+if __name__ == "__main__":
+    main()

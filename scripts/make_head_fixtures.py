@@ -1,0 +1,951 @@
+#!/usr/bin/env python
+"""Make small parity fixtures for the training-free ViT heads from the AUTHORS' OWN code.
+
+The fixture records what the authors' segmentor returns for seeded random CLIP ViT-B/16
+weights (made fp16-exact), seeded test images and seeded random text embeddings, so that a
+re-implementation can be checked against it without the authors' code, weights or network.
+
+Nothing here imports the project's `src` package. It imports torch, numpy, open_clip (to build
+the seeded weights), timm (for the ProxyCLIP proxy) and the checkout given with --repo.
+The authors' mmseg / mmengine / mmcv imports are satisfied by tiny fake modules (only the
+base classes and the registry decorator their segmentors touch); their dataset code is not used.
+
+How to rerun (one author repository per call; each writes <out>/<head>*.pt):
+
+    # checkouts of the exact commits (any way you like, e.g. git archive of a fetched mirror)
+    PY=python; export OMP_NUM_THREADS=1
+    $PY make_head_fixtures.py --repo ext/sclip     --head sclip     --out fixtures  # wangf3014/SCLIP     b56bd30
+    $PY make_head_fixtures.py --repo ext/naclip    --head naclip    --out fixtures  # sinahmr/NACLIP      0cac3a6
+    $PY make_head_fixtures.py --repo ext/clearclip --head clearclip --out fixtures  # mc-lan/ClearCLIP    ad68a40
+    $PY make_head_fixtures.py --repo ext/resclip   --head resclip   --out fixtures  # yvhangyang/ResCLIP  0e085f7
+    $PY make_head_fixtures.py --repo ext/proxyclip --head proxyclip --out fixtures \
+        --dino-repo ext/dino                                                           # mc-lan/ProxyCLIP e7b767f + facebookresearch/dino 7c446df
+    $PY make_head_fixtures.py --repo ext/naclip    --head pamr      --out fixtures  # PAMR as NACLIP ships it
+    #   (add --check-repo ext/sclip to the pamr call to assert SCLIP's copy gives the same output)
+    $PY make_head_fixtures.py --verify-weights 0   # rebuild the weights in this process, print SHA-256
+
+ClearCLIP and ProxyCLIP cast CLIP (and the proxy) to fp16 themselves, even on a CPU; for them two
+fixtures are written: `<head>.pt` exactly as shipped (fp16 arithmetic) and `<head>_fp32.pt` with the
+same code run in fp32 (their `.half()` calls made no-ops, models `.float()`), which is the one a
+fp32 re-implementation should match to 1e-4.  SCLIP / NACLIP / ResCLIP run in fp32 on a CPU by their
+own loader (`clip.load(..., device='cpu')` calls `model.float()` after the fp16 cast).
+
+Weight recipe (RECIPE below; `rebuild_weights(seed)`), replicable without this file:
+    torch.manual_seed(seed)
+    model = open_clip.create_model('ViT-B-16', force_quick_gelu=True)      # random init, fp32, CPU
+    sd = model.state_dict()
+    g = torch.Generator().manual_seed(seed + 1)
+    for name in sorted(sd):                                                  # floating tensors only
+        if name.endswith('.bias'):                       sd[name].copy_(0.02 * torch.randn(shape, generator=g))
+        elif name.split('.')[-2].startswith('ln_'):      sd[name].copy_(1 + 0.1 * torch.randn(shape, generator=g))  # LN gains
+    for name in sd: sd[name].copy_(sd[name].half().float())                  # fp16-exact
+Proxy (ProxyCLIP) recipe: the same with timm.create_model('vit_base_patch8_224.dino', pretrained=False,
+num_classes=0), seed `proxy_seed`, LN gains = names whose second-to-last part starts with 'norm'
+(DINO/timm layout is identical: cls_token, pos_embed, patch_embed.proj.*, blocks.N.{norm1,attn.qkv,
+attn.proj,norm2,mlp.fc1,mlp.fc2}.*, norm.*).
+SHA-256: over sorted names: name utf-8, str(dtype), str(tuple(shape)), then the float32 bytes
+(C-contiguous, little endian).
+"""
+
+import argparse
+import contextlib
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import types
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+FORMAT = "denseclip-head-fixture/1"
+RECIPE = "dcl-heads-v1"
+CLIP_MEAN_255 = (122.771, 116.746, 104.094)  # the authors' SegDataPreProcessor mean (RGB)
+CLIP_STD_255 = (68.501, 66.632, 70.323)
+WEIGHT_SEED = 0
+PROXY_SEED = 1
+TEXT_SEED = 2
+NUM_QUERIES = 5
+# 4 classes, class 0 has two names -> tests "max over names of a class"
+NAME_LINES = [["background", "sky"], ["cat"], ["dog"], ["tree"]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Seeded inputs (replicable by the project's tests without the authors' code)
+# ----------------------------------------------------------------------------------------------
+def _perturb_and_round(sd, seed, is_gain):
+    g = torch.Generator().manual_seed(seed + 1)
+    for name in sorted(sd):
+        t = sd[name]
+        if not t.is_floating_point():
+            continue
+        if name.endswith(".bias"):
+            t.copy_(0.02 * torch.randn(t.shape, generator=g))
+        elif is_gain(name):
+            t.copy_(1.0 + 0.1 * torch.randn(t.shape, generator=g))
+    for name in sd:
+        t = sd[name]
+        if t.is_floating_point():
+            t.copy_(t.half().float())
+    return sd
+
+
+def rebuild_weights(seed=WEIGHT_SEED):
+    """Seeded, fp16-exact CLIP ViT-B/16 (QuickGELU) state dict in OpenAI's layout (= open_clip's)."""
+    import open_clip
+
+    torch.manual_seed(seed)
+    model = open_clip.create_model("ViT-B-16", force_quick_gelu=True)
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return _perturb_and_round(
+        sd, seed, lambda n: n.endswith("weight") and n.split(".")[-2].startswith("ln_")
+    )
+
+
+def rebuild_proxy_weights(seed=PROXY_SEED, arch="vit_base_patch8_224.dino"):
+    """Seeded, fp16-exact DINO ViT (timm architecture); the key layout is DINO's own."""
+    import timm
+
+    torch.manual_seed(seed)
+    model = timm.create_model(arch, pretrained=False, num_classes=0)
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return _perturb_and_round(
+        sd, seed, lambda n: n.endswith("weight") and n.split(".")[-2].startswith("norm")
+    )
+
+
+def state_dict_sha256(sd):
+    h = hashlib.sha256()
+    for name in sorted(sd):
+        t = sd[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(
+            t.float().numpy().astype("<f4").tobytes()
+            if t.is_floating_point()
+            else t.numpy().tobytes()
+        )
+    return h.hexdigest()
+
+
+def make_image(seed, H, W):
+    """Integer-only recipe (bit-exact everywhere): 20-px blocks of random colour + integer noise."""
+    g = torch.Generator().manual_seed(seed)
+    b = 20
+    low = torch.randint(0, 256, (3, H // b + 1, W // b + 1), generator=g, dtype=torch.int64)
+    img = low.repeat_interleave(b, 1).repeat_interleave(b, 2)[:, :H, :W]
+    noise = torch.randint(-12, 13, (3, H, W), generator=g, dtype=torch.int64)
+    return (img + noise).clamp(0, 255).to(torch.uint8)  # (3, H, W) RGB
+
+
+def normalise(img_u8):
+    """What the authors' SegDataPreProcessor hands the segmentor: (x - mean) / std, RGB, fp32."""
+    mean = torch.tensor(CLIP_MEAN_255).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD_255).view(3, 1, 1)
+    return ((img_u8.float() - mean) / std).unsqueeze(0)
+
+
+def make_text(seed=TEXT_SEED, n=NUM_QUERIES, dim=512):
+    """Random unit vectors, rounded through fp16 (so fp16 heads see the same values)."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randn(n, dim, generator=g)
+    t = t / t.norm(dim=-1, keepdim=True)
+    return t.half().float()
+
+
+def sha_u8(t):
+    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# Fakes for the authors' mm* imports
+# ----------------------------------------------------------------------------------------------
+def install_mm_stubs():
+    def mod(name):
+        m = types.ModuleType(name)
+        sys.modules[name] = m
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(sys.modules[parent], child, m)
+        return m
+
+    class _Registry:
+        def register_module(self, *args, **kwargs):
+            if args and isinstance(args[0], type):
+                return args[0]
+            return lambda cls: cls
+
+    class BaseSegmentor(nn.Module):
+        def __init__(self, data_preprocessor=None, init_cfg=None):
+            super().__init__()
+            self.fake_data_preprocessor = data_preprocessor
+
+    class SegDataPreProcessor:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    class PixelData:
+        def __init__(self, **kwargs):
+            self.__dict__.update(kwargs)
+
+    for name in [
+        "mmseg",
+        "mmseg.models",
+        "mmseg.models.segmentors",
+        "mmseg.models.data_preprocessor",
+        "mmseg.registry",
+        "mmseg.datasets",
+        "mmengine",
+        "mmengine.structures",
+        "mmengine.fileio",
+        "mmcv",
+    ]:
+        mod(name)
+    sys.modules["mmseg.models.segmentors"].BaseSegmentor = BaseSegmentor
+    sys.modules["mmseg.models.data_preprocessor"].SegDataPreProcessor = SegDataPreProcessor
+    sys.modules["mmseg.registry"].MODELS = _Registry()
+    sys.modules["mmseg.registry"].DATASETS = _Registry()
+    sys.modules["mmengine.structures"].PixelData = PixelData
+    if (
+        importlib.util.find_spec("pkg_resources") is None
+    ):  # their clip/clip.py: from pkg_resources import packaging
+        import packaging.version
+
+        mod("pkg_resources").packaging = packaging
+
+
+def stub_module(name, **attrs):
+    m = types.ModuleType(name)
+    m.__dict__.update(attrs)
+    sys.modules[name] = m
+    return m
+
+
+class FakeSample:
+    def __init__(self, ori_shape, img_shape):
+        self.metainfo = dict(
+            ori_shape=tuple(ori_shape),
+            img_shape=tuple(img_shape),
+            pad_shape=tuple(img_shape),
+            padding_size=[0, 0, 0, 0],
+            img_path="fixture.png",
+        )
+        self.data = {}
+
+    def set_data(self, d):
+        self.data.update(d)
+
+
+def purge_modules(*prefixes):
+    for k in list(sys.modules):
+        if any(k == p or k.startswith(p + ".") for p in prefixes):
+            del sys.modules[k]
+
+
+def import_from_repo(repo, modname):
+    repo = os.path.abspath(repo)
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
+    return importlib.import_module(modname)
+
+
+@contextlib.contextmanager
+def record_interpolate():
+    """Record every F.interpolate call (input, kwargs) made while the block runs."""
+    calls = []
+    orig = torch.nn.functional.interpolate
+
+    def wrapped(input, *args, **kwargs):
+        out = orig(input, *args, **kwargs)
+        calls.append((input.detach().clone(), args, dict(kwargs), tuple(out.shape)))
+        return out
+
+    torch.nn.functional.interpolate = wrapped
+    try:
+        yield calls
+    finally:
+        torch.nn.functional.interpolate = orig
+
+
+@contextlib.contextmanager
+def half_is_noop(enabled=True):
+    """For the fp32 variants of ClearCLIP / ProxyCLIP: make their `.half()` casts identity."""
+    if not enabled:
+        yield
+        return
+    orig_t, orig_m = torch.Tensor.half, nn.Module.half
+    torch.Tensor.half = lambda self, *a, **k: self
+    nn.Module.half = lambda self: self
+    try:
+        yield
+    finally:
+        torch.Tensor.half, nn.Module.half = orig_t, orig_m
+
+
+def feat_from_calls(calls, n_queries):
+    """The patch-grid cosine logits = input of the head's last bilinear upsampling of logits."""
+    cands = [
+        c
+        for c in calls
+        if c[2].get("mode") == "bilinear" and c[0].dim() == 4 and c[0].shape[1] == n_queries
+    ]
+    return cands[-1][0][0].float(), cands[0][0][
+        0
+    ].float()  # (final, first); ResCLIP's first = pass 1
+
+
+def sub(t, step, off):
+    """Deterministic pixel subset of an image-resolution map: rows/cols off::step."""
+    return t[..., off::step, off::step].contiguous()
+
+
+def git_commit(repo):
+    p = os.path.join(repo, ".COMMIT")
+    if os.path.exists(p):
+        return open(p).read().strip()
+    try:
+        return subprocess.check_output(["git", "-C", repo, "rev-parse", "HEAD"], text=True).strip()
+    except Exception:
+        return "unknown"
+
+
+def env_info():
+    import open_clip
+
+    d = dict(
+        python=platform.python_version(),
+        torch=str(torch.__version__),
+        open_clip=str(open_clip.__version__),
+        numpy=str(np.__version__),
+        machine=platform.machine(),
+    )
+    try:
+        import timm
+
+        d["timm"] = str(timm.__version__)
+    except Exception:
+        pass
+    return d
+
+
+def write_names(path, sep):
+    with open(path, "w") as f:
+        f.write("\n".join(sep.join(names) for names in NAME_LINES))
+    idx = [i for i, names in enumerate(NAME_LINES) for _ in names]
+    return [n for names in NAME_LINES for n in names], idx
+
+
+# ----------------------------------------------------------------------------------------------
+# Cases
+# ----------------------------------------------------------------------------------------------
+IMG_SEEDS = {
+    (224, 224): 10,
+    (224, 336): 11,
+    (112, 448): 12,
+    (448, 448): 13,
+    (448, 560): 14,
+    (336, 336): 15,
+    (336, 448): 16,
+}
+
+
+def image_entry(H, W):
+    seed = IMG_SEEDS[(H, W)]
+    u8 = make_image(seed, H, W)
+    return u8, dict(seed=seed, H=H, W=W, sha256_uint8=sha_u8(u8))
+
+
+def run_forward_feature(seg, H, W, n_queries, step=7, off=3, dtype=None):
+    u8, meta = image_entry(H, W)
+    x = normalise(u8)
+    if dtype is not None:
+        x = x.to(dtype)
+    with torch.no_grad(), record_interpolate() as calls:
+        out = seg.forward_feature(x)
+    feat, first = feat_from_calls(calls, n_queries)
+    d = dict(
+        kind="forward_feature",
+        image=meta,
+        feat_logits=feat,
+        img_logits_sub=sub(out[0].float(), step, off),
+        sub_step=step,
+        sub_offset=off,
+        img_logits_shape=list(out.shape),
+        out_dtype=str(out.dtype),
+    )
+    if first.shape != feat.shape or not torch.equal(first, feat):
+        d["pass1_feat_logits"] = first  # ResCLIP: grid logits of the first (RCS-only) pass
+    return d
+
+
+def run_predict(seg, H, W, ori, step=6, off=2):
+    u8, meta = image_entry(H, W)
+    x = normalise(u8)
+    s = FakeSample(ori, (H, W))
+    with torch.no_grad():
+        seg.predict(x, [s])
+    probs = s.data["seg_logits"].data
+    pred = s.data["pred_sem_seg"].data
+    return dict(
+        kind="predict",
+        image=meta,
+        ori_shape=list(ori),
+        seg_probs_sub=sub(probs.float(), step, off),
+        sub_step=step,
+        sub_offset=off,
+        seg_probs_shape=list(probs.shape),
+        out_dtype=str(probs.dtype),
+        pred_sub=sub(pred.to(torch.uint8), step, off),
+        pred_shape=list(pred.shape),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Heads
+# ----------------------------------------------------------------------------------------------
+def save_weights_openai(tmpdir):
+    sd = rebuild_weights(WEIGHT_SEED)
+    sha = state_dict_sha256(sd)
+    path = os.path.join(tmpdir, "vit_b16_seeded.pt")
+    torch.save(sd, path)
+    return path, sha
+
+
+def one_template(module):
+    module.openai_imagenet_template = [lambda c: f"a photo of a {c}."]
+
+
+def head_sclip(repo, tmpdir):
+    install_mm_stubs()
+    wpath, sha = save_weights_openai(tmpdir)
+    names_path = os.path.join(tmpdir, "names.txt")
+    names, idx = write_names(names_path, ", ")
+    m = import_from_repo(repo, "clip_segmentor")
+    one_template(m)
+    text = make_text()
+    cases = {}
+
+    def build(**kw):
+        seg = m.CLIPForSegmentation(clip_path=wpath, name_path=names_path, device="cpu", **kw)
+        seg.query_features = text.clone()
+        return seg
+
+    seg = build()
+    for H, W in [(224, 224), (224, 336), (112, 448)]:
+        cases[f"ff_{H}x{W}"] = run_forward_feature(seg, H, W, len(names))
+    cases["predict_slide_default"] = dict(
+        run_predict(seg, 224, 336, (250, 375)),
+        settings=dict(
+            logit_scale=40, prob_thd=0.0, area_thd=None, slide_crop=224, slide_stride=112
+        ),
+    )
+    seg = build(logit_scale=65, prob_thd=0.1, area_thd=0.1)
+    cases["predict_slide_voc21"] = dict(
+        run_predict(seg, 224, 336, (250, 375)),
+        settings=dict(logit_scale=65, prob_thd=0.1, area_thd=0.1, slide_crop=224, slide_stride=112),
+    )
+    settings = dict(
+        head_call="net.encode_image(img, return_all=True, csa=True)",
+        pamr_steps=0,
+        default_logit_scale=40,
+        slide_crop=224,
+        slide_stride=112,
+        name_split=", ",
+        precision="fp32 (clip.load on CPU: fp16 cast then model.float())",
+    )
+    return dict(
+        variants={"sclip": dict(cases=cases, settings=settings)},
+        sha=sha,
+        names=names,
+        idx=idx,
+        text=text,
+    )
+
+
+def head_naclip(repo, tmpdir):
+    install_mm_stubs()
+    wpath, sha = save_weights_openai(tmpdir)
+    names_path = os.path.join(tmpdir, "names.txt")
+    names, idx = write_names(names_path, ", ")
+    m = import_from_repo(repo, "naclip")
+    one_template(m)
+    text = make_text()
+    cases = {}
+
+    def build(**kw):
+        seg = m.NACLIP(
+            clip_path=wpath,
+            name_path=names_path,
+            device="cpu",
+            arch="reduced",
+            attn_strategy="naclip",
+            gaussian_std=5.0,
+            **kw,
+        )
+        seg.query_features = text.clone()
+        return seg
+
+    seg = build(pamr_steps=10)
+    for H, W in [(224, 224), (224, 336), (112, 448)]:
+        cases[f"ff_{H}x{W}"] = run_forward_feature(seg, H, W, len(names))
+    cases["predict_slide_pamr"] = dict(
+        run_predict(seg, 224, 336, (250, 375)),
+        settings=dict(
+            logit_scale=40,
+            prob_thd=0.0,
+            slide_crop=224,
+            slide_stride=112,
+            pamr_steps=10,
+            pamr_stride=[8, 16],
+        ),
+    )
+    seg = build(pamr_steps=10, prob_thd=0.1, slide_crop=0)
+    cases["predict_whole_pamr_voc21"] = dict(
+        run_predict(seg, 224, 336, (250, 375)),
+        settings=dict(
+            logit_scale=40, prob_thd=0.1, slide_crop=0, pamr_steps=10, pamr_stride=[8, 16]
+        ),
+    )
+    seg = build(pamr_steps=0)
+    cases["predict_slide_nopamr"] = dict(
+        run_predict(seg, 224, 336, (250, 375)),
+        settings=dict(logit_scale=40, prob_thd=0.0, slide_crop=224, slide_stride=112, pamr_steps=0),
+    )
+    settings = dict(
+        arch="reduced",
+        attn_strategy="naclip",
+        gaussian_std=5.0,
+        name_split=", ",
+        precision="fp32 (clip.load on CPU)",
+    )
+    return dict(
+        variants={"naclip": dict(cases=cases, settings=settings)},
+        sha=sha,
+        names=names,
+        idx=idx,
+        text=text,
+    )
+
+
+def _load_vendored_open_clip(repo, wpath):
+    """Their vendored open_clip, with the 'openai' download pointed at our seeded file."""
+    purge_modules("open_clip")
+    oc = import_from_repo(repo, "open_clip")
+    oc_openai = importlib.import_module("open_clip.openai")
+    assert os.path.abspath(oc.__file__).startswith(os.path.abspath(repo)), oc.__file__
+    oc_openai.get_pretrained_url = lambda name, tag: "seeded://vit_b16"
+    oc_openai.download_pretrained_from_url = lambda url, cache_dir=None: wpath
+    return oc
+
+
+def head_clearclip(repo, tmpdir):
+    install_mm_stubs()
+    wpath, sha = save_weights_openai(tmpdir)
+    names_path = os.path.join(tmpdir, "names.txt")
+    names, idx = write_names(names_path, ",")
+    _load_vendored_open_clip(repo, wpath)
+    stub_module("BLIP")
+    stub_module("BLIP.models")
+    stub_module("BLIP.models.blip_retrieval", blip_retrieval=None)
+    stub_module("gem", create_gem_model=None)
+    m = import_from_repo(repo, "clearclip_segmentor")
+    one_template(m)
+    text = make_text()
+    variants = {}
+    for precision in ["fp16", "fp32"]:
+        fp32 = precision == "fp32"
+        cases = {}
+
+        def build(fp32=fp32, **kw):
+            seg = m.ClearCLIPSegmentation(
+                clip_type="CLIP",
+                vit_type="ViT-B/16",
+                model_type="ClearCLIP",
+                name_path=names_path,
+                device="cpu",
+                ignore_residual=True,
+                **kw,
+            )
+            if fp32:
+                seg.net.float()
+                seg.query_features = text.clone()
+            else:
+                seg.query_features = text.clone().half()
+            return seg
+
+        seg = build()
+        dt = None if fp32 else torch.float16
+        with half_is_noop(fp32):
+            for H, W in [(224, 224), (224, 336), (448, 448)]:
+                cases[f"ff_{H}x{W}"] = run_forward_feature(seg, H, W, len(names), dtype=dt)
+            cases["predict_slide_default"] = dict(
+                run_predict(seg, 448, 560, (500, 625)),
+                settings=dict(logit_scale=50, prob_thd=0.0, slide_crop=448, slide_stride=224),
+            )
+            # the repo's own configs/base_config.py sets model_type='vanilla' (q-k attention, still no
+            # residual / FFN); record that too
+            seg.model_type = "vanilla"
+            cases["ff_224x336_vanilla_config"] = run_forward_feature(
+                seg, 224, 336, len(names), dtype=dt
+            )
+            seg.model_type = "ClearCLIP"
+        variants["clearclip" if not fp32 else "clearclip_fp32"] = dict(
+            cases=cases,
+            settings=dict(
+                clip_type="CLIP",
+                vit_type="ViT-B/16",
+                model_type="ClearCLIP",
+                ignore_residual=True,
+                name_split=",",
+                precision=(
+                    'fp16 as shipped: create_model(..., precision="fp16"), inputs.half()'
+                    if not fp32
+                    else "fp32: same code with net.float() and .half() made a no-op"
+                ),
+                note="'ff_224x336_vanilla_config' uses model_type='vanilla' as in configs/base_config.py:6",
+            ),
+        )
+    return dict(variants=variants, sha=sha, names=names, idx=idx, text=text)
+
+
+def head_resclip(repo, tmpdir):
+    install_mm_stubs()
+    wpath, sha = save_weights_openai(tmpdir)
+    names_path = os.path.join(tmpdir, "names.txt")
+    names, idx = write_names(names_path, ", ")
+    # CPU shims for their hard-coded .cuda() / PAMR(...).to(torch.device('cuda'))
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    cm = import_from_repo(repo, "clip.model")
+    OrigPAMR = cm.PAMR
+
+    class CpuPAMR(OrigPAMR):
+        def to(self, *a, **k):
+            return self
+
+    cm.PAMR = CpuPAMR
+    m = import_from_repo(repo, "resclip_segmentor")
+    one_template(m)
+    text = make_text()
+    patch_labels = []
+    orig_cpm = cm.VisionTransformer.create_patch_matrix
+
+    def rec_cpm(self, *a, **k):
+        out = orig_cpm(self, *a, **k)
+        patch_labels.append(out.detach().clone().to(torch.uint8))
+        return out
+
+    cm.VisionTransformer.create_patch_matrix = rec_cpm
+
+    cfg_voc21 = dict(
+        prob_thd=0.1,
+        slide_crop=0,
+        temp_thd=0.5,
+        delete_same_entity=True,
+        attn_rcs_weights=[2.0, 0.3],
+        attn_sfr_weights=[2.2, 0.7],
+    )
+    cfg_ctx59 = dict(
+        temp_thd=0.25,
+        delete_same_entity=True,
+        attn_rcs_weights=[2.0, 0.4],
+        attn_sfr_weights=[1.8, 0.7],
+    )
+
+    def build(cfg):
+        seg = m.ResCLIPSegmentation(
+            clip_path=wpath,
+            name_path=names_path,
+            device="cpu",
+            arch="wo_resi",
+            attn_strategy="resclip",
+            gaussian_std=5.0,
+            **cfg,
+        )
+        seg.query_features = text.clone()
+        return seg
+
+    cases = {}
+    seg = build(cfg_voc21)
+    for H, W in [(224, 224), (224, 336)]:
+        patch_labels.clear()
+        c = run_forward_feature(seg, H, W, len(names))
+        c["sfr_patch_labels"] = patch_labels[0]
+        c["settings"] = dict(cfg_voc21)
+        cases[f"ff_{H}x{W}_voc21"] = c
+    patch_labels.clear()
+    cases["predict_whole_voc21"] = dict(
+        run_predict(seg, 224, 336, (250, 375)),
+        settings=dict(cfg_voc21),
+        sfr_patch_labels=patch_labels[0],
+    )
+    # not a shipped setting: temp_thd 0 keeps every patch's argmax, so the SFR mask has many labels
+    cfg_thd0 = dict(cfg_voc21, temp_thd=0.0)
+    seg = build(cfg_thd0)
+    patch_labels.clear()
+    c = run_forward_feature(seg, 224, 336, len(names))
+    c["sfr_patch_labels"] = patch_labels[0]
+    c["settings"] = dict(cfg_thd0)
+    cases["ff_224x336_thd0"] = c
+    seg = build(cfg_ctx59)
+    patch_labels.clear()
+    c = run_predict(seg, 224, 336, (250, 375))
+    c["settings"] = dict(cfg_ctx59, slide_crop=224, slide_stride=112, prob_thd=0.0)
+    c["sfr_patch_labels_per_window"] = [p for p in patch_labels]
+    cases["predict_slide_context59"] = c
+    settings = dict(
+        arch="wo_resi",
+        attn_strategy="resclip",
+        gaussian_std=5.0,
+        logit_scale=40,
+        pamr_steps=0,
+        name_split=", ",
+        precision="fp32 (clip.load on CPU); attn_sfr cast to fp16 by their code",
+        cpu_shims="Tensor.cuda -> identity; PAMR.to -> identity (their code hard-codes cuda)",
+    )
+    return dict(
+        variants={"resclip": dict(cases=cases, settings=settings)},
+        sha=sha,
+        names=names,
+        idx=idx,
+        text=text,
+    )
+
+
+def head_proxyclip(repo, tmpdir, dino_repo):
+    install_mm_stubs()
+    wpath, sha = save_weights_openai(tmpdir)
+    psd = rebuild_proxy_weights(PROXY_SEED)
+    psha = state_dict_sha256(psd)
+    names_path = os.path.join(tmpdir, "names.txt")
+    names, idx = write_names(names_path, "; ")
+    spec = importlib.util.spec_from_file_location(
+        "dino_vision_transformer", os.path.join(dino_repo, "vision_transformer.py")
+    )
+    dvit = importlib.util.module_from_spec(spec)
+    sys.path.insert(
+        0, os.path.abspath(dino_repo)
+    )  # their vision_transformer.py: from utils import trunc_normal_
+    spec.loader.exec_module(dvit)
+    sys.path.remove(os.path.abspath(dino_repo))
+    purge_modules("utils")
+
+    def fake_hub_load(repo_or_dir, model, *a, **k):
+        assert repo_or_dir.startswith("facebookresearch/dino") and model == "dino_vitb8", (
+            repo_or_dir,
+            model,
+        )
+        net = dvit.vit_base(
+            patch_size=8, num_classes=0
+        )  # = hubconf.dino_vitb8 without the download
+        net.load_state_dict({k2: v.clone() for k2, v in psd.items()}, strict=True)
+        return net
+
+    torch.hub.load = fake_hub_load
+    _load_vendored_open_clip(repo, wpath)
+    stub_module("segment_anything", sam_model_registry={})
+    stub_module("mae")
+    stub_module("mae.models_vit")
+    stub_module("mae.pos_embed", interpolate_pos_embed=None)
+    sys.modules["mae"].models_vit = sys.modules["mae.models_vit"]
+    stub_module("einops", rearrange=None)  # only used by their MAE branch
+    if (
+        importlib.util.find_spec("openpyxl") is None
+    ):  # myutils.py imports it for its Excel logging only
+        stub_module("openpyxl")
+    m = import_from_repo(repo, "proxyclip_segmentor")
+    one_template(m)
+    text = make_text()
+    variants = {}
+    for precision in ["fp16", "fp32"]:
+        fp32 = precision == "fp32"
+        with half_is_noop(fp32):
+            seg = m.ProxyCLIPSegmentation(
+                clip_type="openai",
+                model_type="ViT-B/16",
+                vfm_model="dino",
+                name_path=names_path,
+                device="cpu",
+            )
+            if fp32:
+                seg.clip.float()
+                seg.vfm.float()
+                seg.query_features = text.clone()
+            else:
+                seg.query_features = text.clone().half()
+            cases = {}
+            for H, W in [(224, 224), (336, 336)]:
+                cases[f"ff_{H}x{W}"] = run_forward_feature(seg, H, W, len(names), dtype=None)
+            cases["predict_slide_default"] = dict(
+                run_predict(seg, 336, 448, (360, 480)),
+                settings=dict(logit_scale=40, prob_thd=0.0, slide_crop=336, slide_stride=112),
+            )
+        variants["proxyclip" if not fp32 else "proxyclip_fp32"] = dict(
+            cases=cases,
+            settings=dict(
+                clip_type="openai",
+                model_type="ViT-B/16",
+                vfm_model="dino (dino_vitb8)",
+                beta=1.2,
+                gamma=3.0,
+                name_split="; ",
+                proxy_seed=PROXY_SEED,
+                proxy_sha256=psha,
+                proxy_recipe="rebuild_proxy_weights(seed): timm 'vit_base_patch8_224.dino', num_classes=0, "
+                "perturb+fp16-round; loaded strictly into facebookresearch/dino vision_transformer.vit_base(patch_size=8)",
+                precision=(
+                    'fp16 as shipped (CLIP precision="fp16", vfm.half(), imgs .half())'
+                    if not fp32
+                    else "fp32: same code with .half() made a no-op, clip.float(), vfm.float()"
+                ),
+            ),
+        )
+    return dict(variants=variants, sha=sha, names=names, idx=idx, text=text)
+
+
+def head_pamr(repo, tmpdir, check_repo=None):
+    m = import_from_repo(repo, "pamr")
+    g = torch.Generator().manual_seed(20)
+    img = torch.randn(1, 3, 60, 90, generator=g)
+    logits_low = torch.randn(1, 5, 30, 45, generator=g) * 0.1
+    logits_full = torch.randn(1, 5, 60, 90, generator=g) * 0.1
+    pamr = m.PAMR(10, dilations=(8, 16))
+    with torch.no_grad():
+        out_low = pamr(img, logits_low)
+        out_full = pamr(img, logits_full)
+    if check_repo:
+        purge_modules("pamr")
+        sys.path.remove(os.path.abspath(repo))
+        m2 = import_from_repo(check_repo, "pamr")
+        with torch.no_grad():
+            o2 = m2.PAMR(10, dilations=(8, 16))(img, logits_full)
+        print(f"pamr: max |{repo} - {check_repo}| = {(o2 - out_full).abs().max():.3g}")
+    cases = dict(
+        pamr_lowres_mask=dict(
+            kind="pamr", gen_seed=20, image=img[0], mask=logits_low[0], out=out_low[0]
+        ),
+        pamr_fullres_mask=dict(
+            kind="pamr", gen_seed=20, image=img[0], mask=logits_full[0], out=out_full[0]
+        ),
+    )
+    settings = dict(
+        num_iter=10,
+        dilations=[8, 16],
+        note="image = randn(1,3,60,90); masks = 0.1*randn, "
+        "drawn in that order from torch.Generator().manual_seed(20)",
+    )
+    return dict(
+        variants={"pamr": dict(cases=cases, settings=settings)},
+        sha=None,
+        names=None,
+        idx=None,
+        text=None,
+    )
+
+
+REPO_NAMES = dict(
+    sclip="wangf3014/SCLIP",
+    naclip="sinahmr/NACLIP",
+    clearclip="mc-lan/ClearCLIP",
+    resclip="yvhangyang/ResCLIP",
+    proxyclip="mc-lan/ProxyCLIP",
+    pamr="sinahmr/NACLIP (pamr.py)",
+)
+
+
+def main():
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--repo")
+    ap.add_argument(
+        "--head", choices=["sclip", "clearclip", "naclip", "resclip", "proxyclip", "pamr"]
+    )
+    ap.add_argument("--out", default="fixtures")
+    ap.add_argument("--dino-repo", help="checkout of facebookresearch/dino (ProxyCLIP proxy)")
+    ap.add_argument("--check-repo", help="pamr only: a second repo whose pamr.py must agree")
+    ap.add_argument(
+        "--verify-weights",
+        type=int,
+        metavar="SEED",
+        help="print the SHA-256 of rebuild_weights(SEED)",
+    )
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.verify_weights is not None:
+        print(
+            json.dumps(
+                dict(
+                    seed=args.verify_weights,
+                    clip_sha256=state_dict_sha256(rebuild_weights(args.verify_weights)),
+                    proxy_sha256=state_dict_sha256(rebuild_proxy_weights(PROXY_SEED)),
+                )
+            )
+        )
+        return
+    assert args.repo and args.head, "--repo and --head are required"
+    os.makedirs(args.out, exist_ok=True)
+    env = env_info()  # imports the installed open_clip before any vendored copy replaces it
+    with tempfile.TemporaryDirectory() as tmpdir:
+        if args.head == "sclip":
+            r = head_sclip(args.repo, tmpdir)
+        elif args.head == "naclip":
+            r = head_naclip(args.repo, tmpdir)
+        elif args.head == "clearclip":
+            r = head_clearclip(args.repo, tmpdir)
+        elif args.head == "resclip":
+            r = head_resclip(args.repo, tmpdir)
+        elif args.head == "proxyclip":
+            assert args.dino_repo, "--dino-repo is required for proxyclip"
+            r = head_proxyclip(args.repo, tmpdir, args.dino_repo)
+        else:
+            r = head_pamr(args.repo, tmpdir, args.check_repo)
+    cmd = "python make_head_fixtures.py " + " ".join(sys.argv[1:])
+    for vname, v in r["variants"].items():
+        fx = dict(
+            format=FORMAT,
+            head=args.head,
+            variant=vname,
+            repo=REPO_NAMES[args.head],
+            commit=git_commit(args.repo),
+            command=cmd,
+            env=env,
+            settings=v["settings"],
+            cases=v["cases"],
+        )
+        if args.head == "proxyclip":
+            fx["dino_repo"] = "facebookresearch/dino"
+            fx["dino_commit"] = git_commit(args.dino_repo)
+        if r["sha"] is not None:
+            fx["weights"] = dict(
+                recipe=RECIPE,
+                seed=WEIGHT_SEED,
+                sha256=r["sha"],
+                how="rebuild_weights(seed) in make_head_fixtures.py (see its docstring)",
+            )
+            fx["text"] = dict(
+                seed=TEXT_SEED,
+                embeddings=r["text"],
+                names=r["names"],
+                query_idx=r["idx"],
+                how="make_text(seed): randn(5,512) from Generator(seed), unit-normalised, fp16-rounded",
+            )
+            fx["images"] = dict(
+                how="make_image(seed, H, W) integer recipe; normalise(): (x - mean) / std",
+                mean=list(CLIP_MEAN_255),
+                std=list(CLIP_STD_255),
+            )
+        path = os.path.join(args.out, f"{vname}.pt")
+        torch.save(fx, path)
+        print(f"wrote {path} ({os.path.getsize(path) / 1024:.0f} KiB): {', '.join(v['cases'])}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""scripts/bench_heads.py and scripts/heads_grid.py at tiny size."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_heads_measures_one_point_in_process() -> None:
+    bench = _script("bench_heads")
+    args = argparse.Namespace(threads=1, warmup=0, repeats=1, device="cpu")
+    result = bench.run_one("tiny_shapes_vit_plain@128", "naclip", "pamr", None, args)
+    assert (result["head"], result["refine"], result["batch"]) == ("naclip", "pamr", 16)
+    assert result["images_per_s"] > 0 and result["peak_rss_mb"] > 0
+    assert result["forward_extra_mb"] >= 0 and result["clock"] == "thread CPU time"
+
+
+def test_heads_grid_draws_one_column_per_head(tmp_path: Path) -> None:
+    grid = _script("heads_grid")
+    out = grid.main(["--heads", "maskclip", "naclip", "--scenes", "0", "--out",
+                     str(tmp_path / "g.png")])  # fmt: skip
+    picture = np.asarray(Image.open(out))
+    assert picture.ndim == 3 and picture.shape[1] > 2 * picture.shape[0]  # 5 columns, 1 row
