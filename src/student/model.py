@@ -81,6 +81,23 @@ class StudentNet(nn.Module):
         return F.conv2d(feats, weight[:, :, None, None])
 
 
+class EmaUpdate:
+    """``torch.optim.swa_utils.get_ema_multi_avg_fn`` as a picklable object (``ddp_spawn``
+    pickles the module; the torch function returns a closure): ``ema <- decay * ema +
+    (1 - decay) * current``, in place."""
+
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
+
+    @torch.no_grad()
+    def __call__(self, ema: list[Tensor], current: list[Tensor], _num_averaged: Any) -> None:
+        if torch.is_floating_point(ema[0]) or torch.is_complex(ema[0]):
+            torch._foreach_lerp_(ema, current, 1 - self.decay)
+        else:
+            for p_ema, p_model in zip(ema, current, strict=True):
+                p_ema.copy_(p_ema * self.decay + p_model * (1 - self.decay))
+
+
 class DenseClipPlus(pl.LightningModule):
     """DenseCLIP+ student (DeepLabv2 / DeepLabv3+ / PSPNet on a dilated ResNet).
 
@@ -185,7 +202,7 @@ class DenseClipPlus(pl.LightningModule):
         if ema_decay is not None:
             self.ema = torch.optim.swa_utils.AveragedModel(
                 copy.deepcopy(self.net),
-                multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay),
+                multi_avg_fn=EmaUpdate(float(ema_decay)),
                 use_buffers=True,
             )
             self.ema.requires_grad_(False)

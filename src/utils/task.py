@@ -18,8 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.errors import UserError
 from src.utils.io import atomic_save_json, flatten_metrics
+from src.utils.run_dirs import register_resolvers
 
 log = logging.getLogger(__name__)
+register_resolvers()  # conf/ uses ${dc.cwd:} and ${dc.run_dir:...}: before any config composes
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
