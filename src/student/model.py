@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import copy
 import logging
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -79,6 +81,29 @@ class StudentNet(nn.Module):
         feats = self.head(self.backbone(images))
         weight = self.classifier().to(feats.dtype)
         return F.conv2d(feats, weight[:, :, None, None])
+
+
+def _rng_states() -> dict[str, Any]:
+    """Python, numpy and torch (CPU, CUDA) random states."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    states: dict[str, Any] = {  # plain types and tensors: loadable with weights_only=True
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: Mapping[str, Any]) -> None:
+    random.setstate(tuple(states["python"]))
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(states["torch"])
+    cuda = states.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 class EmaUpdate:
@@ -239,12 +264,22 @@ class DenseClipPlus(pl.LightningModule):
         if isinstance(hparams, dict) and "backbone_weights" in hparams:
             # the file holds the trained backbone: loading it needs no ImageNet weights file
             hparams["backbone_weights"] = "none"
+        checkpoint["rng_states"] = _rng_states()  # a resumed run draws what this one would
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Put the rebuilt teacher's weights back so strict loading finds every key."""
+        """Put the rebuilt teacher's weights back so strict loading finds every key; keep the
+        random states for a resumed run (restored when training starts)."""
         state = checkpoint.setdefault("state_dict", {})
         for key, value in self.teacher.state_dict(prefix="teacher.").items():
             state.setdefault(key, value)
+        self._rng_to_restore = checkpoint.get("rng_states")
+
+    def on_train_start(self) -> None:
+        """A resumed run continues the saved random streams (dropout, crops): the same steps
+        as the uninterrupted run (on one process; see docs/RELIABILITY.md)."""
+        states, self._rng_to_restore = getattr(self, "_rng_to_restore", None), None
+        if states is not None:
+            _set_rng_states(states)
 
     # ------------------------------------------------------------------ what callers need
     @property
