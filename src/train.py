@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from src.errors import UserError
+from src.student.callbacks import StepProgressBar
 from src.utils.task import instantiate, instantiate_group, log_hyperparameters, run_task
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.trainer.get("fast_dev_run"):  # a smoke test writes no checkpoint at all
         callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         extra["enable_checkpointing"] = False
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(StepProgressBar())  # counts steps, not "Epoch 0/-2"
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra
     )
