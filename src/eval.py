@@ -23,7 +23,7 @@ from src.data.corruptions import corruption_from_options, corruption_record
 from src.errors import UserError
 from src.evaluation.module import EvaluationModule
 from src.evaluation.report import metrics_dict, write_report
-from src.utils.task import instantiate, run_task
+from src.utils.task import check_trainer_options, instantiate, run_task, seed_run
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ def load_student_for(ckpt_path: str, dm: Any) -> Any:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Build data and model from ``cfg``, score the validation split, write the report."""
-    if cfg.get("seed") is not None:
-        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    check_trainer_options(cfg.trainer)
+    seed_run(cfg.get("seed"))
     corruption_cfg = cfg.get("corruption")  # ImageNet-C corruption of the evaluation images
     corruption = corruption_from_options(
         None if corruption_cfg is None else OmegaConf.to_container(corruption_cfg, resolve=True)

@@ -10,8 +10,11 @@ that is not a checkpoint) into one :class:`~src.errors.UserError`.
 from __future__ import annotations
 
 import os
+import socket
+import threading
 import zipfile
 from pathlib import Path
+from urllib.parse import urlparse
 
 import open_clip
 import torch
@@ -57,11 +60,71 @@ def _expected_locations(model_name: str, tag: str) -> str:
     cfg = oc_pretrained.get_pretrained_cfg(model_name, tag)
     parts = []
     if cfg.get("url"):
-        cache = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(cfg["url"])
-        parts.append(f"url {cfg['url']} (cached as {cache})")
+        parts.append(str(Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(cfg["url"])))
     if cfg.get("hf_hub"):
-        parts.append(f"Hugging Face repo {cfg['hf_hub']} (cached under ~/.cache/huggingface)")
-    return "; ".join(parts) or "open_clip's pretrained registry"
+        repo, names = _hf_candidates(cfg["hf_hub"])
+        parts.append(f"the Hugging Face cache of {repo}/{names[-1]}")
+    return " or ".join(parts) or "open_clip's pretrained registry"
+
+
+def _hf_candidates(hf_hub: str) -> tuple[str, list[str]]:
+    """The Hugging Face repo of an open_clip ``hf_hub`` entry and the files open_clip tries."""
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    repo, filename = os.path.split(hf_hub)
+    filename = filename or HF_WEIGHTS_NAME
+    names = [filename]
+    if filename == HF_WEIGHTS_NAME:
+        names.insert(0, HF_SAFE_WEIGHTS_NAME)
+    elif filename.endswith((".bin", ".pth")):
+        names.insert(0, filename[:-4] + ".safetensors")
+    return repo, names
+
+
+def weights_cached(tag_cfg: dict) -> bool:
+    """Whether open_clip will find a tag's weights on this machine (no download needed)."""
+    url_cache = _url_cache_path(tag_cfg)
+    if url_cache is not None and url_cache.is_file():
+        return True
+    if tag_cfg.get("file"):
+        return Path(tag_cfg["file"]).is_file()
+    if tag_cfg.get("hf_hub"):
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, names = _hf_candidates(tag_cfg["hf_hub"])
+        return any(isinstance(try_to_load_from_cache(repo, name), str) for name in names)
+    return False
+
+
+def _offline_reason(tag_cfg: dict, *, timeout: float = 3.0) -> str | None:
+    """Why the weights cannot be downloaded now (``HF_HUB_OFFLINE``, host unreachable), or
+    None when a download may work. One short connection attempt, no retries."""
+    if tag_cfg.get("hf_hub"):
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            return "HF_HUB_OFFLINE is set"
+        url = constants.ENDPOINT
+    else:
+        url = tag_cfg.get("url", "")
+    parsed = urlparse(url)
+    host = parsed.hostname
+    if not host:
+        return None
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    outcome: list[str | None] = []
+
+    def attempt() -> None:  # DNS has no timeout of its own: run it in a thread and wait
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(f"{host} cannot be reached ({err.strerror or err})")
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    return outcome[0] if outcome else f"{host} did not answer within {timeout:.0f} s"
 
 
 def is_torchscript_archive(path: str | os.PathLike) -> bool:
@@ -118,6 +181,15 @@ def create_clip(
         url_cache = _url_cache_path(tag_cfg)
         if url_cache is not None and url_cache.is_file():  # e.g. ~/.cache/clip/RN50.pt
             pretrained, is_tag = str(url_cache), False
+        elif not weights_cached(tag_cfg):  # fail at once offline, not after download retries
+            reason = _offline_reason(tag_cfg)
+            if reason is not None:
+                raise UserError(
+                    f"the '{pretrained}' weights of {model_name} are not on this machine and "
+                    f"cannot be downloaded: {reason}",
+                    f"put the file where open_clip looks ({_expected_locations(lookup, pretrained)})"
+                    f", or pass a local file: teacher.pretrained=/path/to/{model_name}.pt",
+                )
     if pretrained is not None and not is_tag:
         path = Path(os.path.expanduser(pretrained))
         if not path.is_file():
@@ -148,9 +220,8 @@ def create_clip(
         if is_tag:
             raise UserError(
                 f"could not load the '{pretrained}' weights of {model_name}: {_short(err)}",
-                f"without network, put the weights file where open_clip caches it: "
-                f"{_expected_locations(lookup, pretrained)}; or download it elsewhere and pass "
-                f"its path as teacher.pretrained=/path/to/file",
+                f"put the file where open_clip looks ({_expected_locations(lookup, pretrained)})"
+                f", or pass a local file: teacher.pretrained=/path/to/{model_name}.pt",
             ) from err
         raise UserError(
             f"'{pretrained}' is not a valid open_clip checkpoint for {model_name}: {_short(err)}",

@@ -33,16 +33,69 @@ def show_tracebacks() -> bool:
 
 def instantiate(node: Any, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` that lets a :class:`UserError` anywhere in the cause chain
-    through, unwrapped (Hydra wraps constructor errors in ``InstantiationException``)."""
+    through, unwrapped (Hydra wraps constructor errors in ``InstantiationException``), and
+    turns Lightning's own configuration errors (``MisconfigurationException``) into one."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
     try:
         return hydra.utils.instantiate(node, **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
-        while cause is not None and not isinstance(cause, UserError):
+        while cause is not None and not isinstance(cause, UserError | MisconfigurationException):
             cause = cause.__cause__
         if isinstance(cause, UserError):
             raise cause from None
+        if isinstance(cause, MisconfigurationException):
+            key = node._get_full_key(None) if isinstance(node, DictConfig) else "the config"
+            raise UserError(
+                f"{key}: {' '.join(str(cause).split())}",
+                f"change the {key}.* values given on the command line (or conf/{key}/)",
+            ) from None
         raise
+
+
+def seed_run(seed: Any) -> None:
+    """``seed_everything(seed)`` (Python, numpy, torch, workers); ``None`` leaves the run
+    unseeded; anything but an integer is a :class:`UserError`."""
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise UserError(f"seed={seed!r} is not an integer", "give an integer, e.g. seed=0")
+    import pytorch_lightning as pl
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+
+
+#: Trainer options that must be numbers: name -> (integers only, an example)
+_TRAINER_NUMBERS = {
+    "max_steps": (True, "2000"),
+    "max_epochs": (True, "-1"),
+    "val_check_interval": (False, "500 (batches) or 0.5 (of an epoch)"),
+    "check_val_every_n_epoch": (True, "1 or null"),
+    "num_sanity_val_steps": (True, "2"),
+    "limit_train_batches": (False, "10 (batches) or 0.5 (a fraction)"),
+    "limit_val_batches": (False, "10 (batches) or 0.5 (a fraction)"),
+    "limit_test_batches": (False, "10 (batches) or 0.5 (a fraction)"),
+    "log_every_n_steps": (True, "50"),
+    "accumulate_grad_batches": (True, "1"),
+    "gradient_clip_val": (False, "1.0 or null"),
+}
+
+
+def check_trainer_options(trainer: Mapping[str, Any]) -> None:
+    """Fail early, as a :class:`UserError`, on a trainer option that is not a number
+    (``trainer.max_steps=abc``), before Lightning compares it with one deep inside."""
+    for key, (integer, example) in _TRAINER_NUMBERS.items():
+        value = trainer.get(key)
+        if value is None:
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or (integer and not float(value).is_integer()):
+            kind = "an integer" if integer else "a number"
+            raise UserError(
+                f"trainer.{key}={value!r} is not {kind}",
+                f"give {kind}, e.g. trainer.{key}={example}",
+            )
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
