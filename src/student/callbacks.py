@@ -51,6 +51,9 @@ class ValidateAtEnd(pl.Callback):
             trainer.should_stop = True
 
 
+PANEL_TITLES = ("image", "teacher (DenseCLIP)", "student (DenseCLIP+)", "ground truth")
+
+
 class ValidationImages(pl.Callback):
     """Save the first ``num_images`` validation samples of every validation run.
 
@@ -101,7 +104,13 @@ class ValidationImages(pl.Callback):
             name = str(names[i]) if i < len(names) else f"{self._written:03d}"
             void = truth[i] == IGNORE_INDEX  # predictions there are not scored: faded
             pic = panel(
-                denormalise(images[i], mean, std), teacher[i], student[i], truth[i], void=void
+                denormalise(images[i], mean, std),
+                teacher[i],
+                student[i],
+                truth[i],
+                void=void,
+                titles=PANEL_TITLES,
+                class_names=list(getattr(pl_module, "class_names", [])) or None,
             )
             path = folder / f"step{trainer.global_step:06d}_{name}.png"
             self.paths.append(atomic_save_image(path, Image.fromarray(pic)))
