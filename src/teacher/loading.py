@@ -9,10 +9,13 @@ that is not a checkpoint) into one :class:`~src.errors.UserError`.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import socket
 import threading
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -21,6 +24,8 @@ import torch
 from open_clip import pretrained as oc_pretrained
 
 from src.errors import UserError
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED_TAG = "shapes"  #: pretrained tag of the shipped ``<name>.pt`` weights
@@ -46,6 +51,48 @@ def shipped_weights(model_name: str, tag: str | None) -> Path | None:
         return None
     path = WEIGHTS_DIR / f"{model_name}.pt"
     return path if path.is_file() else None
+
+
+#: words in class phrases that carry no meaning of their own (skipped by the vocabulary check)
+_FILLER = frozenset({"a", "an", "the", "and", "of", "with"})
+_warned_words: set[tuple[str, str]] = set()
+
+
+def shipped_vocabulary(model_name: str) -> frozenset[str] | None:
+    """The words a shipped tiny CLIP was trained on (``<name>.vocabulary.txt`` beside its
+    weights: the shapes world's shape and colour words), or None for any other CLIP."""
+    path = WEIGHTS_DIR / f"{model_name.replace('/', '-')}.vocabulary.txt"
+    if not path.is_file():
+        return None
+    lines = (line.split("#", 1)[0] for line in path.read_text().splitlines())
+    return frozenset(word for line in lines for word in line.split())
+
+
+def unknown_words(model_name: str, class_names: Sequence[str]) -> list[str]:
+    """Words of ``class_names`` a shipped tiny CLIP never saw (empty for other CLIPs)."""
+    vocabulary = shipped_vocabulary(model_name)
+    if vocabulary is None:
+        return []
+    words = (w for name in class_names for w in re.findall(r"[\w']+", name.lower()))
+    return sorted({w for w in words if w not in vocabulary and w not in _FILLER})
+
+
+def warn_unknown_words(model_name: str, class_names: Sequence[str]) -> list[str]:
+    """Warn once per word when a class phrase uses words a shipped tiny CLIP never saw."""
+    new = [
+        w for w in unknown_words(model_name, class_names) if (model_name, w) not in _warned_words
+    ]
+    if new:
+        _warned_words.update((model_name, w) for w in new)
+        vocabulary = sorted(shipped_vocabulary(model_name) or ())
+        log.warning(
+            "%s is a tiny CLIP trained on the shapes world only: it never saw %s. It knows %s; "
+            "for other phrases use a real CLIP (teacher=rn50, ...)",
+            model_name,
+            ", ".join(repr(w) for w in new),
+            ", ".join(vocabulary),
+        )
+    return new
 
 
 def _url_cache_path(tag_cfg: dict) -> Path | None:

@@ -19,12 +19,13 @@ import torch.nn.functional as F
 
 from src.teacher import refine
 from src.teacher.features import dense_extractor, output_stride, pad_to_multiple
-from src.teacher.loading import create_clip
+from src.teacher.loading import create_clip, warn_unknown_words
 from src.teacher.text import (
     cache_key,
     encode_class_names,
     fast_text_encoder,
     load_or_build,
+    long_phrases,
     resolve_templates,
     validate_class_names,
 )
@@ -114,6 +115,13 @@ class DenseClipTeacher(pl.LightningModule):
     def set_class_names(self, class_names: Sequence[str]) -> None:
         """Set the vocabulary and compute (or load from cache) its text embeddings."""
         names = validate_class_names(class_names)
+        warn_unknown_words(self.clip_model, names)  # a tiny shapes CLIP asked for "cat"
+        for name, tokens, context in long_phrases(self.tokenizer, names, self.templates):
+            log.warning(
+                "class phrase %r is %d tokens in its longest prompt, more than the %d-token text "
+                "context of %s: only the first %d tokens are read (shorten the phrase)",
+                name, tokens, context, self.clip_model, context,
+            )  # fmt: skip
         weights_id = self._weights_id()
 
         def build() -> torch.Tensor:
