@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from typing import Any
 
@@ -23,7 +24,14 @@ from src.data.corruptions import corruption_from_options, corruption_record
 from src.errors import UserError
 from src.evaluation.module import EvaluationModule
 from src.evaluation.report import metrics_dict, write_report
-from src.utils.task import check_trainer_options, instantiate, run_task, seed_run
+from src.utils.task import (
+    GROUPS,
+    check_group_choices,
+    check_trainer_options,
+    instantiate,
+    run_task,
+    seed_run,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +85,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         unseen_indices=dm.unseen_indices,
     )
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, logger=False, enable_checkpointing=False, enable_model_summary=False
+        cfg.trainer,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        user_errors=(ValueError, TypeError),  # its arguments come from the command line
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -118,4 +130,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    run_task(check_group_choices, sys.argv[1:], GROUPS, output_dir=None)  # one line, not Hydra's
     main()

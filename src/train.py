@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import warnings
 from typing import Any
 
@@ -25,6 +26,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from src.student.callbacks import StepProgressBar
 from src.student.checkpoint import check_resumable, read_checkpoint
 from src.utils.task import (
+    GROUPS,
+    check_group_choices,
     check_trainer_options,
     instantiate,
     instantiate_group,
@@ -90,7 +93,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(StepProgressBar())  # counts steps, not "Epoch 0/-2"
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        user_errors=(ValueError, TypeError),  # its arguments come from the command line
+        **extra,
     )
     log_hyperparameters(cfg, loggers)
 
@@ -135,4 +142,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    run_task(check_group_choices, sys.argv[1:], GROUPS, output_dir=None)  # one line, not Hydra's
     main()

@@ -31,21 +31,26 @@ def show_tracebacks() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR", "0") == "1"
 
 
-def instantiate(node: Any, **kwargs: Any) -> Any:
+def instantiate(
+    node: Any, *, user_errors: tuple[type[BaseException], ...] = (), **kwargs: Any
+) -> Any:
     """``hydra.utils.instantiate`` that lets a :class:`UserError` anywhere in the cause chain
     through, unwrapped (Hydra wraps constructor errors in ``InstantiationException``), and
-    turns Lightning's own configuration errors (``MisconfigurationException``) into one."""
+    turns Lightning's configuration errors (``MisconfigurationException``) and the constructor
+    errors named in ``user_errors`` (e.g. ``ValueError`` of the Trainer, whose arguments all
+    come from the command line) into one, naming the config node."""
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
+    caught = (UserError, MisconfigurationException, *user_errors)
     try:
         return hydra.utils.instantiate(node, **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
-        while cause is not None and not isinstance(cause, UserError | MisconfigurationException):
+        while cause is not None and not isinstance(cause, caught):
             cause = cause.__cause__
         if isinstance(cause, UserError):
             raise cause from None
-        if isinstance(cause, MisconfigurationException):
+        if cause is not None:
             key = node._get_full_key(None) if isinstance(node, DictConfig) else "the config"
             raise UserError(
                 f"{key}: {' '.join(str(cause).split())}",
@@ -113,6 +118,10 @@ def log_hyperparameters(cfg: DictConfig, loggers: Sequence[Any]) -> None:
             logger.log_hyperparams(params)
 
 
+#: config groups whose choices ``src.train`` and ``src.eval`` check before Hydra composes
+GROUPS = ("teacher", "data", "split", "student", "trainer", "experiment", "corruption", "logger")
+
+
 def check_group_choices(argv: Sequence[str], groups: Sequence[str] = ("teacher",)) -> None:
     """Fail early, as a :class:`UserError`, on ``<group>=<name>`` naming no config file
     (Hydra's own message would exit with status 1; a sweep ``a,b`` checks each name)."""
@@ -124,7 +133,7 @@ def check_group_choices(argv: Sequence[str], groups: Sequence[str] = ("teacher",
         known = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
         for choice in match.group(2).split(","):
             choice = choice.strip().strip("'\"")
-            if choice not in known:
+            if choice not in known and choice != "null":
                 raise UserError(f"unknown {group} '{choice}'", f"use one of: {', '.join(known)}")
 
 
