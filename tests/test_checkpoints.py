@@ -106,3 +106,24 @@ def _with_ctrl_c(step: int):
         return built
 
     return build
+
+
+def test_a_teacher_rebuilt_from_a_student_checkpoint_keeps_quick_gelu(tmp_path: Path) -> None:
+    """The student stores its teacher's own config (``DenseClipTeacher.config()``): the
+    activation chosen for the CLIP (QuickGELU for OpenAI's weights) comes back with it."""
+    from open_clip.transformer import QuickGELU
+
+    from src.student.checkpoint import load_student
+    from src.student.model import DenseClipPlus
+    from src.teacher.model import DenseClipTeacher
+
+    teacher = DenseClipTeacher(clip_model="dc-test-rn", pretrained=None, templates="photo",
+                               class_names=["circle", "square"], quick_gelu=True)  # fmt: skip
+    student = DenseClipPlus(teacher=teacher, backbone=18, backbone_weights="none")
+    state = {k: v for k, v in student.state_dict().items() if not k.startswith("teacher.")}
+    path = tmp_path / "student.ckpt"
+    torch.save({"state_dict": state, "hyper_parameters": dict(student.hparams),
+                "pytorch-lightning_version": pl.__version__}, path)  # fmt: skip
+    loaded = load_student(path)
+    assert loaded.teacher.config()["quick_gelu"] is True
+    assert any(isinstance(m, QuickGELU) for m in loaded.teacher.clip.modules())

@@ -159,7 +159,9 @@ CASES = [
     pytest.param(
         i,
         id=f"{c.section[:24]}: {c.line[:70]}",
-        marks=[pytest.mark.slow] if c.line in SLOW else [],
+        # one worker runs them all (make test: --dist loadgroup): later commands read the
+        # outputs of earlier ones, which each test process would otherwise run again
+        marks=[pytest.mark.xdist_group("readme"), *([pytest.mark.slow] if c.line in SLOW else [])],
     )
     for i, c in enumerate(COMMANDS)
 ]
