@@ -66,7 +66,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = cfg.get("ckpt_path")
     resume = None
     if ckpt_path:  # a bad file is named before anything is built
-        resume = read_checkpoint(ckpt_path, what="checkpoint to resume from")
+        resume = read_checkpoint(
+            ckpt_path,
+            what="checkpoint to resume from",
+            fix="pass ckpt_path=<run>/checkpoints/last.ckpt of a training run",
+        )
 
     dm = instantiate(cfg.data)  # the vocabulary first: the teacher encodes it
     for split in dict.fromkeys((dm.train_split, dm.val_split)):
@@ -87,7 +91,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
     extra: dict[str, Any] = {}
-    if cfg.trainer.get("fast_dev_run"):  # a smoke test writes no checkpoint at all
+    if cfg.trainer.get("fast_dev_run") or not cfg.trainer.get("enable_checkpointing", True):
+        # a smoke test, or checkpoints off: no ModelCheckpoint (periodic ones included)
         callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         extra["enable_checkpointing"] = False
     if cfg.trainer.get("enable_progress_bar", True):

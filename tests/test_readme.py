@@ -180,7 +180,7 @@ def test_the_readme_has_commands_of_every_kind() -> None:
 
 
 # ---------------------------------------------------------------------- running them
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # kept while other modules' tests run in between
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder laid out like the repository, with ``photos/`` and ``scenes/``."""
     from src.data.shapes import ShapesConfig, render_scene
@@ -229,14 +229,14 @@ def fill(line: str, root: Path) -> str:
     return OUTPUT_PLACEHOLDER.sub(newest, line)
 
 
-_done: dict[int, tuple[subprocess.CompletedProcess, set[Path]]] = {}
+_done: dict[tuple[Path, int], tuple[subprocess.CompletedProcess, set[Path]]] = {}
 
 
 def run(index: int, root: Path) -> tuple[subprocess.CompletedProcess, set[Path]]:
     """Run README command ``index`` (once per test process), after the earlier commands that
     write the outputs it names; its output and the ``metrics.json`` files it wrote."""
-    if index in _done:
-        return _done[index]
+    if (root, index) in _done:
+        return _done[root, index]
     command = COMMANDS[index]
     for task, kind, _ in OUTPUT_PLACEHOLDER.findall(command.line):
         if not list((root / "logs" / task / kind).glob("*")):
@@ -255,8 +255,8 @@ def run(index: int, root: Path) -> tuple[subprocess.CompletedProcess, set[Path]]
         timeout=1800,
     )  # fmt: skip
     assert proc.returncode == 0, f"{shell}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-    _done[index] = proc, set(root.glob("logs/**/metrics.json")) - before
-    return _done[index]
+    _done[root, index] = proc, set(root.glob("logs/**/metrics.json")) - before
+    return _done[root, index]
 
 
 @pytest.mark.parametrize("index", CASES)

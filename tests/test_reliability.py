@@ -25,6 +25,8 @@ from tests.data.layouts import label_pattern, make_voc, save_png
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "RELIABILITY.md"
+# runpy notes that the entry point was imported before (by other tests): harmless here
+pytestmark = pytest.mark.filterwarnings("ignore:.*found in sys.modules after import:RuntimeWarning")
 
 
 def table_rows() -> list[tuple[str, str, str]]:

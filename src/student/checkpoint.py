@@ -14,7 +14,7 @@ import torch
 from src.errors import UserError
 from src.student.model import DenseClipPlus
 
-_FIX = "pass a DenseCLIP+ checkpoint written by python -m src.train (<run>/checkpoints/*.ckpt)"
+_FIX = "pass a checkpoint python -m src.train wrote (<run>/checkpoints/last.ckpt)"
 
 
 def _what_file(file: Path) -> str:
@@ -32,7 +32,9 @@ def _what_file(file: Path) -> str:
     return "a text file, not a checkpoint" if text else "empty"
 
 
-def read_checkpoint(path: str | os.PathLike, *, what: str = "checkpoint") -> dict[str, Any]:
+def read_checkpoint(
+    path: str | os.PathLike, *, what: str = "checkpoint", fix: str = _FIX
+) -> dict[str, Any]:
     """The contents of a DenseCLIP+ checkpoint, memory-mapped (cheap for large files).
 
     A missing file, a file of another kind (text, JSON, truncated) or a PyTorch file without a
@@ -40,17 +42,17 @@ def read_checkpoint(path: str | os.PathLike, *, what: str = "checkpoint") -> dic
     """
     file = Path(path).expanduser()
     if not file.is_file():
-        raise UserError(f"{what} not found: {file}", _FIX)
+        raise UserError(f"{what} not found: {file}", fix)
     try:
         ckpt = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
     except Exception:  # zip, pickle or format errors: the file is not what it should be
-        raise UserError(f"the {what} {file} is {_what_file(file)}", _FIX) from None
+        raise UserError(f"the {what} {file} is {_what_file(file)}", fix) from None
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, Mapping) else None
     if not isinstance(hparams, Mapping) or "teacher" not in hparams or "state_dict" not in ckpt:
         raise UserError(
             f"the {what} {file} is a PyTorch file but not a DenseCLIP+ checkpoint "
             "(no student and teacher settings in it)",
-            _FIX,
+            fix,
         )
     return dict(ckpt)
 
