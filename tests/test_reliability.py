@@ -100,7 +100,9 @@ def run_command(
     monkeypatch.setenv("HOME", str(cwd))  # no ~/.cache/clip of the machine running the tests
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cwd / "hf"))
     if "no network" in when:  # a refused connection, as a machine without network gets
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        for name in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy",
+                     "ALL_PROXY", "all_proxy"):  # fmt: skip
+            monkeypatch.delenv(name, raising=False)
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
         monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     else:  # tests never touch the network

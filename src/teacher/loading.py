@@ -145,7 +145,8 @@ def weights_cached(tag_cfg: dict) -> bool:
 
 def _offline_reason(tag_cfg: dict, *, timeout: float = 3.0) -> str | None:
     """Why the weights cannot be downloaded now (``HF_HUB_OFFLINE``, host unreachable), or
-    None when a download may work. One short connection attempt, no retries."""
+    None when a download may work. One short connection attempt, no retries (none behind a
+    proxy, where only the download itself can tell)."""
     if tag_cfg.get("hf_hub"):
         from huggingface_hub import constants
 
@@ -156,8 +157,9 @@ def _offline_reason(tag_cfg: dict, *, timeout: float = 3.0) -> str | None:
         url = tag_cfg.get("url", "")
     parsed = urlparse(url)
     host = parsed.hostname
-    if not host:
-        return None
+    proxies = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+    if not host or any(os.environ.get(name) for name in proxies):
+        return None  # behind a proxy a direct connection says nothing: let open_clip try
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     outcome: list[str | None] = []
 
