@@ -1,8 +1,8 @@
 """A seed reproduces a training run bit for bit, and a resumed run continues it exactly.
 
 The tiny world of tests/test_train.py with random flips and rescaling on (the shapes
-default), a DeepLabv3+ head (dropout) and random training crops: every random stream a step
-draws from. 6 batches per epoch, so a run of 9 steps crosses an epoch boundary.
+default), a DeepLabv3+ head (dropout), random training crops and an EMA of the weights: every
+random stream and every state a step draws from. 6 batches per epoch, so a run of 9 steps crosses an epoch boundary.
 """
 
 from __future__ import annotations
@@ -24,14 +24,17 @@ CHECKPOINTS = [
     "student.head=deeplabv3plus",
     "student.head_channels=16",
     "student.train_crop=24",
+    "student.ema_decay=0.5",  # its state must come back too (and be saved after its update)
     "callbacks.validation_images.num_images=0",
     "callbacks.validation_report.figure=false",
 ]
 
 
-def weights(run: Path, name: str = "step000009.ckpt") -> dict[str, torch.Tensor]:
-    ckpt = torch.load(run / "checkpoints" / name, map_location="cpu", weights_only=True)
-    assert ckpt["global_step"] == 9
+def weights(run: Path, step: int = 9) -> dict[str, torch.Tensor]:
+    """The weights a run saved at ``step``."""
+    path = run / "checkpoints" / f"step{step:06d}.ckpt"
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == step
     return ckpt["state_dict"]
 
 
@@ -98,6 +101,7 @@ def test_make_demo_seeded_runs_are_identical(tmp_path: Path) -> None:
         "callbacks.model_checkpoint.save_top_k=-1",
         "data.dataset_options.val_length=16",
         "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=1",
     ]
     runs = {}
     for name in ("a", "b"):
@@ -105,8 +109,8 @@ def test_make_demo_seeded_runs_are_identical(tmp_path: Path) -> None:
         train(compose_run(out, *common))
         runs[name] = csv_column(out, "train/loss")
     assert runs["a"] == runs["b"] and len(runs["a"]) >= 2
-    assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    assert_same_weights(weights(tmp_path / "a", 8), weights(tmp_path / "b", 8))
     resumed = tmp_path / "resumed"
     train(compose_run(resumed, *common, f"ckpt_path={tmp_path}/a/checkpoints/step000004.ckpt"))
     assert csv_column(resumed, "train/loss") == {s: v for s, v in runs["a"].items() if s >= 4}
-    assert_same_weights(weights(tmp_path / "a"), weights(resumed))
+    assert_same_weights(weights(tmp_path / "a", 8), weights(resumed, 8))
