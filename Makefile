@@ -21,10 +21,10 @@ endif
 	$(PY) -m pip install -q -e '.[dev]'
 
 test: ## Run the fast test suite (about 10 minutes on 2 CPU cores)
-	$(PY) -m pytest -m "not slow" -n $(PYTEST_WORKERS) --dist loadgroup --durations=15
+	$(PY) -m pytest -m "not slow" -n $(PYTEST_WORKERS) --durations=15
 
 test-full: ## Run every test, slow ones included
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=25
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=25
 
 demo: ## DenseCLIP -> DenseCLIP+ on the embedded shapes world (CPU, under 10 minutes)
 	$(PY) -m src.train experiment=shapes_demo

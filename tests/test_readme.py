@@ -4,20 +4,25 @@ The commands are read from the README at collection time and each becomes one te
 command runs in a fresh folder laid out like the repository (``src``, ``conf``, ``scripts``,
 ``Makefile``, ``.venv`` linked in; ``photos/`` and ``scenes/`` hold a few images) with the
 project's environment active, exactly as written; the only additions are a step or batch
-limit (:data:`LIMITS`). Commands that need what a test machine does not have are recognised
+limit (:data:`LIMITS`). Each command runs in its own folder, once per session (test
+processes share them). Commands that need what a test machine does not have are recognised
 by what they name and listed as skipped with the reason (:func:`skip_reason`): real CLIP
 weights (``teacher=rn50``, ...), real datasets (``data=voc``, ``data.root=/...``), a SLURM
 cluster, the package index, or a value only the user knows (``<partition>``). Placeholders for
 the outputs of earlier README commands (``logs/eval/multiruns/<date>``,
 ``logs/train/runs/<run>/...``) are filled with those outputs: the commands that write them run
-first, once per test process. Long commands (``make demo``) run in the slow suite.
+first, and their output folders are copied in. Long commands (``make demo``) run in the slow
+suite.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -163,9 +168,7 @@ CASES = [
     pytest.param(
         i,
         id=f"{c.section[:24]}: {c.line[:70]}",
-        # one worker runs them all (make test: --dist loadgroup): later commands read the
-        # outputs of earlier ones, which each test process would otherwise run again
-        marks=[pytest.mark.xdist_group("readme"), *([pytest.mark.slow] if c.line in SLOW else [])],
+        marks=[pytest.mark.slow] if c.line in SLOW else [],
     )
     for i, c in enumerate(COMMANDS)
 ]
@@ -184,27 +187,35 @@ def test_the_readme_has_commands_of_every_kind() -> None:
 
 
 # ---------------------------------------------------------------------- running them
-@pytest.fixture(scope="session")  # kept while other modules' tests run in between
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder laid out like the repository, with ``photos/`` and ``scenes/``."""
+def layout(folder: Path) -> Path:
+    """``folder`` laid out like the repository, with ``photos/`` and ``scenes/``."""
     from src.data.shapes import ShapesConfig, render_scene
 
-    base = tmp_path_factory.mktemp("readme")
+    folder.mkdir(parents=True, exist_ok=True)
     for name in ("src", "conf", "scripts", "Makefile", "pyproject.toml", ".venv"):
         if (ROOT / name).exists():
-            (base / name).symlink_to(ROOT / name)
-    (base / "photos").mkdir()
-    (base / "scenes").mkdir()
+            (folder / name).symlink_to(ROOT / name)
+    (folder / "photos").mkdir()
+    (folder / "scenes").mkdir()
     rng = np.random.default_rng(0)
     for i in range(2):
-        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(
-            base / "photos" / f"photo{i}.jpg"
-        )
+        image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        Image.fromarray(image).save(folder / "photos" / f"photo{i}.jpg")
     for i in range(3):
-        Image.fromarray(render_scene(ShapesConfig(), i, "val").image).save(
-            base / "scenes" / f"scene{i}.png"
-        )
-    return base
+        scene = render_scene(ShapesConfig(), i, "val").image
+        Image.fromarray(scene).save(folder / "scenes" / f"scene{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the commands run: one folder per command, shared by the test processes of one
+    session (a command another process ran, or is running, is not run twice)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's folder, above each worker's own
+    (base / "readme").mkdir(exist_ok=True)
+    return base / "readme"
 
 
 def environment() -> dict[str, str]:
@@ -220,57 +231,60 @@ def environment() -> dict[str, str]:
     }
 
 
-def fill(line: str, root: Path) -> str:
-    """Placeholders of earlier outputs -> the newest such folder; ``[--optional]`` flags out."""
+def run(index: int, shared: Path) -> dict:
+    """Run README command ``index`` once per session, in its own folder; first the earlier
+    commands whose outputs it names, whose output folders are copied into its folder.
 
-    def newest(match: re.Match[str]) -> str:
-        task, kind, _ = match.groups()
-        folders = sorted((root / "logs" / task / kind).iterdir(), key=lambda p: p.stat().st_mtime)
-        assert folders, f"no {match.group(0)} written by an earlier README command"
-        return str(folders[-1].relative_to(root))
-
-    line = re.sub(r"\s+\[--[^\]]*\]", "", line)  # an optional flag: [--out DIR]
-    return OUTPUT_PLACEHOLDER.sub(newest, line)
-
-
-_done: dict[tuple[Path, int], tuple[subprocess.CompletedProcess, set[Path]]] = {}
-
-
-def run(index: int, root: Path) -> tuple[subprocess.CompletedProcess, set[Path]]:
-    """Run README command ``index`` (once per test process), after the earlier commands that
-    write the outputs it names; its output and the ``metrics.json`` files it wrote."""
-    if (root, index) in _done:
-        return _done[root, index]
+    Returns ``{"shell", "returncode", "stderr", "written"}`` (``written``: the
+    ``metrics.json`` files the command wrote).
+    """
     command = COMMANDS[index]
-    for task, kind, _ in OUTPUT_PLACEHOLDER.findall(command.line):
-        if not list((root / "logs" / task / kind).glob("*")):
+    with open(shared / f"cmd{index}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another test process may be running it
+        done = shared / f"cmd{index}.json"
+        if done.is_file():
+            return json.loads(done.read_text())
+        root = layout(shared / f"cmd{index}")
+
+        def earlier_output(match: re.Match[str]) -> str:
+            task, kind, _ = match.groups()
             producer = next(
                 i
                 for i in range(index)
                 if (task, kind) in produces(COMMANDS[i]) and not skip_reason(COMMANDS[i], [])
             )
-            run(producer, root)
-    limit = next((v for k, v in LIMITS.items() if command.line.startswith(k)), "")
-    text = fill(command.text, root)
-    shell = f"{text} {limit}".strip()
-    before = set(root.glob("logs/**/metrics.json"))
-    proc = subprocess.run(
-        ["bash", "-c", shell], cwd=root, env=environment(), capture_output=True, text=True,
-        timeout=1800,
-    )  # fmt: skip
-    assert proc.returncode == 0, f"{shell}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-    _done[root, index] = proc, set(root.glob("logs/**/metrics.json")) - before
-    return _done[root, index]
+            run(producer, shared)
+            (made,) = (shared / f"cmd{producer}" / "logs" / task / kind).iterdir()
+            copy = root / "logs" / task / kind / made.name
+            shutil.copytree(made, copy, symlinks=True)
+            return str(copy.relative_to(root))
+
+        text = re.sub(r"\s+\[--[^\]]*\]", "", command.text)  # an optional flag: [--out DIR]
+        text = OUTPUT_PLACEHOLDER.sub(earlier_output, text)
+        limit = next((v for k, v in LIMITS.items() if command.line.startswith(k)), "")
+        shell = f"{text} {limit}".strip()
+        before = set(root.glob("logs/**/metrics.json"))
+        proc = subprocess.run(
+            ["bash", "-c", shell], cwd=root, env=environment(), capture_output=True, text=True,
+            timeout=1800,
+        )  # fmt: skip
+        written = sorted(str(p) for p in set(root.glob("logs/**/metrics.json")) - before)
+        result = {"shell": shell, "returncode": proc.returncode, "written": written,
+                  "stderr": proc.stderr[-6000:], "stdout": proc.stdout[-2000:]}  # fmt: skip
+        done.write_text(json.dumps(result))
+        return result
 
 
 @pytest.mark.parametrize("index", CASES)
-def test_readme_command_runs_as_written(index: int, workdir: Path) -> None:
+def test_readme_command_runs_as_written(index: int, shared: Path) -> None:
     command = COMMANDS[index]
     reason = skip_reason(command, COMMANDS[:index])
     if reason:
         pytest.skip(reason)
-    proc, written = run(index, workdir)
-    assert "Traceback" not in proc.stderr
+    result = run(index, shared)
+    report = f"{result['shell']}\n{result['stdout']}\n{result['stderr']}"
+    assert result["returncode"] == 0, report
+    assert "Traceback" not in result["stderr"], report
     words = command.words
     if words[:3] in (["python", "-m", "src.train"], ["python", "-m", "src.eval"]):
         sweep = "-m" in words[3:]
@@ -278,6 +292,7 @@ def test_readme_command_runs_as_written(index: int, workdir: Path) -> None:
         for word in words[3:]:
             if "=" in word and "," in word.split("=", 1)[1]:
                 points *= len(word.split("=", 1)[1].split(","))
-        assert len(written) == (points if sweep else 1), sorted(written)
+        written = result["written"]
+        assert len(written) == (points if sweep else 1), written
         kind = "multiruns" if sweep else "runs"
-        assert all(f"/logs/{words[2][4:]}/{kind}/" in str(p) for p in written)
+        assert all(f"/logs/{words[2][4:]}/{kind}/" in p for p in written), written
