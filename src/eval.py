@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from typing import Any
 
@@ -27,7 +28,14 @@ from src.data.corruptions import corruption_from_options, corruption_record
 from src.errors import UserError
 from src.evaluation.module import EvaluationModule
 from src.evaluation.report import metrics_dict, write_report
-from src.utils.task import instantiate, run_task
+from src.utils.task import (
+    GROUPS,
+    check_group_choices,
+    check_trainer_options,
+    instantiate,
+    run_task,
+    seed_run,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +111,8 @@ def windowed(model: Any, protocol: dict[str, Any]) -> Any:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Build data and model from ``cfg``, score the validation split, write the report."""
-    if cfg.get("seed") is not None:
-        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    check_trainer_options(cfg.trainer)
+    seed_run(cfg.get("seed"))
     corruption_cfg = cfg.get("corruption")  # ImageNet-C corruption of the evaluation images
     corruption = corruption_from_options(
         None if corruption_cfg is None else OmegaConf.to_container(corruption_cfg, resolve=True)
@@ -137,7 +145,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         unseen_indices=dm.unseen_indices,
     )
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, logger=False, enable_checkpointing=False, enable_model_summary=False
+        cfg.trainer,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        user_errors=(ValueError, TypeError),  # its arguments come from the command line
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -180,4 +192,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    run_task(check_group_choices, sys.argv[1:], GROUPS, output_dir=None)  # one line, not Hydra's
     main()

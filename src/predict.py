@@ -6,9 +6,11 @@
 For each image writes ``<stem>_mask.png`` (uint8 palette PNG: value ``i`` is ``classes[i]``,
 255 is no class), ``<stem>_overlay.jpg`` (image, colour mask, legend), with
 ``confidence_maps=true`` ``<stem>_conf_<class>.png``, with ``save_logits=true``
-``<stem>_logits.npy`` (float32 classes x H x W, the scores the mask was taken from); then one
-``legend.json`` (classes, colours, settings, per-image files and pixel counts). Every file is
-written atomically.
+``<stem>_logits.npy`` (float32 classes x H x W, the scores the mask was taken from); and one
+``legend.json`` (classes, colours, settings, per-image files and pixel counts, unreadable
+inputs), written before the first mask and again at the end. Every file is written
+atomically. An output folder holding another run's predictions is refused; an unreadable image
+is skipped, and counted in the final error line (exit status 2).
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ from omegaconf import DictConfig
 
 from src.errors import UserError
 from src.pictures.palette import MAX_CLASSES, prediction_palette
-from src.prediction.outputs import legend_document, output_stems, write_outputs
+from src.prediction.outputs import (
+    earlier_records,
+    legend_document,
+    output_stems,
+    prepare_output_dir,
+    write_legend,
+    write_outputs,
+)
 from src.prediction.predictor import (
     Predictor,
     Settings,
@@ -39,7 +48,6 @@ from src.prediction.predictor import (
 )
 from src.teacher.text import validate_class_names
 from src.utils.images import check_readable, find_images, load_rgb
-from src.utils.io import atomic_save_json
 from src.utils.task import check_group_choices, instantiate, run_task
 
 if TYPE_CHECKING:  # torch and the models are imported once the input is known to be good
@@ -115,17 +123,40 @@ def teacher_predictor(
 
 
 # ---------------------------------------------------------------------- the task
+def readable_images(paths: list[Path]) -> tuple[list[Path], list[dict[str, str]]]:
+    """``paths`` PIL can identify (header only) and a failure record for each other one; a
+    :class:`UserError` when none is readable (before any model loads)."""
+    good, failed = [], []
+    for path in paths:
+        try:
+            check_readable(path)
+        except UserError as err:
+            log.error("skipping %s: %s", path, err.problem)
+            failed.append({"input": str(path), "error": err.problem})
+        else:
+            good.append(path)
+    if not good:
+        raise UserError(
+            f"none of the {len(paths)} input image(s) can be read: {failed[0]['error']}",
+            "check that the files are images, or pass another input=",
+        )
+    return good, failed
+
+
 def predict(cfg: DictConfig) -> dict[str, Any]:
-    """Predict every image of ``cfg.input``; write masks, overlays and ``legend.json``."""
+    """Predict every image of ``cfg.input``; write masks, overlays and ``legend.json``.
+
+    An image that cannot be read is reported and skipped; the others are written, and the
+    run ends with a :class:`UserError` that counts the failures (non-zero exit).
+    """
     settings = read_settings(cfg)
-    out_dir = Path(str(cfg.output_dir)).expanduser()
     if cfg.get("input") is None:
         raise UserError(
             "no input given", "pass input=<image file, folder, or glob like 'photos/*.jpg'>"
         )
-    paths = find_images(str(cfg.input), skip_outputs_in=out_dir)
-    for path in paths:  # a file PIL cannot identify fails here, before any model loads
-        check_readable(path)
+    out_dir = prepare_output_dir(str(cfg.output_dir))  # a bad folder fails before any work
+    paths, failed = readable_images(find_images(str(cfg.input), skip_outputs_in=out_dir))
+    total = len(paths) + len(failed)
     classes = class_list(cfg.get("classes"))
     if classes is not None:
         validate_class_names(classes)
@@ -140,29 +171,44 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
             f"{len(names)} classes are too many for a uint8 mask", f"give at most {MAX_CLASSES}"
         )
     palette = prediction_palette(names)
+    used = asdict(settings) | {"device": str(device)}
+    if used["logit_scale"] is None:
+        used["logit_scale"] = predictor.logit_scale
+    head = legend_document(names, palette, model=predictor.info, settings=used)
+    records = earlier_records(out_dir, head)  # another run's outputs there: refused
+    write_legend(out_dir, head, records, failed, complete=False)  # before the first mask
     log.info("predicting %d image(s) with %s into %s", len(paths), predictor.info, out_dir)
 
     import torch
     from tqdm import tqdm
 
-    records = []
+    done = 0
     start = time.perf_counter()
     bar = tqdm(paths, desc="predict", unit="img", disable=not cfg.progress or len(paths) < 2)
     with torch.inference_mode():
         for path, stem in zip(bar, output_stems(paths), strict=True):
-            rgb = np.asarray(load_rgb(path))
+            try:
+                rgb = np.asarray(load_rgb(path))
+            except UserError as err:  # unreadable past its header: reported, skipped
+                log.error("skipping %s: %s", path, err.problem)
+                failed.append({"input": str(path), "error": err.problem})
+                continue
             decoded = predict_image(predictor, rgb, settings, device)
             record = write_outputs(out_dir, stem, rgb, decoded, names, palette, settings)
             records.append({"input": str(path), **record})
+            done += 1
     seconds = time.perf_counter() - start
-
-    used = asdict(settings) | {"device": str(device)}
-    if used["logit_scale"] is None:
-        used["logit_scale"] = predictor.logit_scale
-    legend = legend_document(names, palette, model=predictor.info, settings=used, images=records)
-    atomic_save_json(out_dir / "legend.json", legend)
-    log.info("wrote %d mask(s), overlays and legend.json to %s", len(records), out_dir)
-    return {"predict/images": len(records), "predict/seconds_per_image": seconds / len(records)}
+    write_legend(out_dir, head, records, failed, complete=True)
+    log.info("predicted %d of %d image(s) into %s (legend.json)", done, total, out_dir)
+    if failed:
+        raise UserError(
+            f"{len(failed)} of {total} image(s) could not be read and were skipped: "
+            + failed[0]["error"]
+            + (f" (and {len(failed) - 1} more, listed above)" if len(failed) > 1 else ""),
+            f"fix or remove them; the other {done} were written to {out_dir} "
+            "(legend.json lists the failures)",
+        )
+    return {"predict/images": done, "predict/seconds_per_image": seconds / max(done, 1)}
 
 
 # ---------------------------------------------------------------------- entry point

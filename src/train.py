@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import warnings
-from pathlib import Path
 from typing import Any
 
 import hydra
@@ -23,8 +23,18 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from src.errors import UserError
-from src.utils.task import instantiate, instantiate_group, log_hyperparameters, run_task
+from src.student.callbacks import StepProgressBar
+from src.student.checkpoint import check_resumable, read_checkpoint
+from src.utils.task import (
+    GROUPS,
+    check_group_choices,
+    check_trainer_options,
+    instantiate,
+    instantiate_group,
+    log_hyperparameters,
+    run_task,
+    seed_run,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +61,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Build data, teacher, student, callbacks, loggers and trainer from ``cfg``; fit."""
     for pattern in _QUIET:
         warnings.filterwarnings("ignore", message=pattern)
-    if cfg.get("seed") is not None:
-        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    seed_run(cfg.get("seed"))
+    check_trainer_options(cfg.trainer)
     ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path and not Path(str(ckpt_path)).expanduser().is_file():
-        raise UserError(
-            f"checkpoint to resume from not found: {ckpt_path}",
-            "pass ckpt_path=<run dir>/checkpoints/last.ckpt (or another .ckpt)",
+    resume = None
+    if ckpt_path:  # a bad file is named before anything is built
+        resume = read_checkpoint(
+            ckpt_path,
+            what="checkpoint to resume from",
+            fix="pass ckpt_path=<run>/checkpoints/last.ckpt of a training run",
         )
 
     dm = instantiate(cfg.data)  # the vocabulary first: the teacher encodes it
+    for split in dict.fromkeys((dm.train_split, dm.val_split)):
+        dm.build_raw(split)  # a missing data root or split list fails before the teacher loads
     extra = {} if dm.teacher_background is None else {"background": dm.teacher_background}
     teacher = instantiate(
         cfg.teacher, class_names=dm.teacher_class_names, cache_dir=cfg.paths.cache_dir, **extra
@@ -72,14 +86,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         background=dm.class_offset == 1,
         unseen_indices=dm.unseen_indices,
     )
+    if resume is not None:
+        check_resumable(resume, student, str(ckpt_path))
+        del resume
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
     extra: dict[str, Any] = {}
-    if cfg.trainer.get("fast_dev_run"):  # a smoke test writes no checkpoint at all
+    if cfg.trainer.get("fast_dev_run") or not cfg.trainer.get("enable_checkpointing", True):
+        # a smoke test, or checkpoints off: no ModelCheckpoint (periodic ones included)
         callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         extra["enable_checkpointing"] = False
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(StepProgressBar())  # counts steps, not "Epoch 0/-2"
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        user_errors=(ValueError, TypeError),  # its arguments come from the command line
+        **extra,
     )
     log_hyperparameters(cfg, loggers)
 
@@ -124,4 +148,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    run_task(check_group_choices, sys.argv[1:], GROUPS, output_dir=None)  # one line, not Hydra's
     main()

@@ -226,7 +226,7 @@ def _unknown_clip(tmp_path: Path) -> tuple[list[str], list[str]]:
 def _bad_checkpoint(tmp_path: Path) -> tuple[list[str], list[str]]:
     (tmp_path / "bad.ckpt").write_bytes(b"garbage")
     overrides = [f"input={_one_image(tmp_path)}", f"ckpt_path={tmp_path / 'bad.ckpt'}"]
-    return overrides, ["cannot load the checkpoint", "bad.ckpt"]
+    return overrides, ["bad.ckpt is a text file, not a checkpoint"]
 
 
 def _bad_window(tmp_path: Path) -> tuple[list[str], list[str]]:

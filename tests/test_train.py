@@ -240,7 +240,8 @@ def test_ddp_sim_two_processes_agree_with_one_process(tmp_path) -> None:
     """Same data per step: 4 scenes, one global batch of 4 (2 processes x 2 or 1 x 4), no
     random augmentation, no void pixel (so the per-process mean losses average to the global
     one), BatchNorm statistics fixed (torch's SyncBatchNorm needs GPUs): the trained weights
-    and the metrics agree."""
+    and the metrics agree. With an EMA of the weights (the shapes experiments keep one; the
+    spawned processes must pickle its averaging function), scored through the EMA."""
     same = [
         "split=supervised",
         "data.count_background=true",
@@ -254,6 +255,7 @@ def test_ddp_sim_two_processes_agree_with_one_process(tmp_path) -> None:
         "callbacks.validation_images.num_images=0",
         "student.freeze_bn=true",
         "student.lr=0.1",
+        "student.ema_decay=0.5",
     ]
     single = train(compose_train(tmp_path / "single", *same, "data.batch_size=4"))
     ddp = train(compose_train(tmp_path / "ddp", *same, "trainer=ddp_sim", "data.batch_size=2"))
@@ -266,7 +268,7 @@ def test_ddp_sim_two_processes_agree_with_one_process(tmp_path) -> None:
         for run in ("single", "ddp")
     ]
     for key, value in weights[0].items():
-        if key.startswith("net.") and value.is_floating_point():
+        if key.startswith(("net.", "ema.module.")) and value.is_floating_point():
             torch.testing.assert_close(weights[1][key], value, rtol=1e-3, atol=1e-5)
     loss = csv_column(tmp_path / "single", "train/loss")  # the same 4 scenes at every step:
     assert loss[2] < loss[0] - 1e-3  # the loss fell, so the weights did move

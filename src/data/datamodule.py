@@ -17,12 +17,13 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.seed import pl_worker_init_function
-from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from src.batch import BACKGROUND, CANDIDATES, IGNORE_INDEX, IMAGE, NAME, TARGET, UNLABELLED
 from src.data import datasets as _datasets  # noqa: F401  (fills the registry)
 from src.data.base import DATASETS, DataFileError, RawDataset
 from src.data.classnames import read_names_file
+from src.data.sampling import ResumableLoader, TrainSampler, sample_seed
 from src.data.splits import (
     candidate_mask,
     check_setting,
@@ -69,6 +70,7 @@ class SegmentationSamples(Dataset):
         candidates: np.ndarray,
         train: bool,
         corruption: Callable[[np.ndarray, int], np.ndarray] | None = None,
+        seed: int = 0,
     ) -> None:
         self.raw = raw
         self.transform = transform
@@ -77,11 +79,15 @@ class SegmentationSamples(Dataset):
         self.candidates = torch.from_numpy(candidates)
         self.train = train
         self.corruption = corruption  # eval only: (uint8 image, index) -> image, before resize
+        self.seed = int(seed)  #: training augmentation: sample i of epoch e uses (seed, e, i)
 
     def __len__(self) -> int:
         return len(self.raw)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """Sample ``key``: an index, or ``(index, epoch)`` from a :class:`TrainSampler`
+        (training draws its augmentation from ``(seed, epoch, index)``; an index is epoch 0)."""
+        index, epoch = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), 0)
         sample = self.raw[index]
         h, w = sample.image.shape[:2]
         if sample.label is None:
@@ -92,6 +98,7 @@ class SegmentationSamples(Dataset):
         if self.train:
             if self.hide_lut is not None and sample.label is not None:
                 label = self.hide_lut[label]
+            reseed(self.transform, sample_seed(self.seed, epoch, index))
             out = self.transform(image=sample.image, mask=label)
             image, target = out["image"], out["mask"]
         else:
@@ -108,13 +115,15 @@ class SegmentationSamples(Dataset):
 
 
 def _worker_init(worker_id: int) -> None:
-    """Seed a DataLoader worker: Python/numpy/torch as Lightning does, and the transform's
-    own random stream (albumentations would otherwise repeat one stream in every worker)."""
+    """Seed a DataLoader worker's Python/numpy/torch as Lightning does (the augmentation is
+    seeded per sample, see :class:`SegmentationSamples`)."""
     pl_worker_init_function(worker_id)
-    info = get_worker_info()
-    if info is not None and isinstance(info.dataset, SegmentationSamples):
-        rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
-        reseed(info.dataset.transform, torch.initial_seed() + 1_000_003 * rank)
+
+
+def data_seed() -> int:
+    """The seed of the training order and augmentation: ``seed_everything``'s (shared by every
+    process of a run, ``PL_GLOBAL_SEED``), else 0."""
+    return int(os.environ.get("PL_GLOBAL_SEED", "0"))
 
 
 def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -304,6 +313,7 @@ class SegmentationDataModule(pl.LightningDataModule):
                 hide_lut=hide,
                 candidates=self.candidates,
                 train=True,
+                seed=data_seed(),
             )
         return self.train_set
 
@@ -332,24 +342,47 @@ class SegmentationDataModule(pl.LightningDataModule):
             self.val_dataset()
 
     # -- loaders ----------------------------------------------------------------------------
-    def _loader(self, data: Dataset, *, batch_size: int, train: bool) -> DataLoader:
+    def _eval_loader(self, data: Dataset, *, batch_size: int) -> DataLoader:
         return DataLoader(
             data,
             batch_size=batch_size,
-            shuffle=train,
-            drop_last=train and len(data) >= batch_size,
+            shuffle=False,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
             worker_init_fn=_worker_init,
             collate_fn=_collate,
+            generator=torch.Generator().manual_seed(0),  # worker seeds off the global stream
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset(), batch_size=self.batch_size, train=True)
+        """Training batches: a seeded order and augmentation that a checkpoint resumes."""
+        data = self.train_dataset()
+        return ResumableLoader(
+            data,
+            batch_size=self.batch_size,
+            sampler=TrainSampler(data, seed=data.seed),
+            drop_last=len(data) >= self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=_worker_init,
+            collate_fn=_collate,
+            generator=torch.Generator().manual_seed(data.seed),  # not the global stream
+            progress=self._train_progress,
+        )
+
+    def _train_progress(self) -> tuple[int, int]:
+        """(batches of the current epoch trained, batches per epoch), from the trainer."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        total = trainer.num_training_batches
+        return done, int(total) if total != float("inf") else 2**62
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset(), batch_size=self.val_batch_size, train=False)
+        return self._eval_loader(self.val_dataset(), batch_size=self.val_batch_size)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

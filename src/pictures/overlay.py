@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from src.pictures.fonts import label_font, shorten
 from src.pictures.palette import VOID_COLOR
 
 
@@ -24,13 +25,6 @@ def blend(image: np.ndarray, mask: np.ndarray, palette: np.ndarray, alpha: float
     void = np.asarray(mask) >= 254
     out[void] = img[void]
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
-        return ImageFont.load_default()
 
 
 def legend_entries(
@@ -66,12 +60,15 @@ def overlay_with_legend(
 
     Only classes present in the mask are listed (largest first, at most ``max_entries``;
     the rest are summarised in one line); pixels with no class are listed as ``(no class)``.
+    The text scales with the image (about 1/30 of its short side, at least 11 px), long names
+    are shortened with an ellipsis, and the font has the names' glyphs (:mod:`.fonts`).
     """
     h, w = np.asarray(mask).shape
     body = Image.fromarray(blend(image, mask, palette, alpha))
     entries = legend_entries(class_names, pixels_per_class, max_entries=max_entries, total=h * w)
     rows = [
-        (tuple(int(v) for v in palette[i]), f"{name} ({100 * f:.1f}%)") for i, name, f in entries
+        (tuple(int(v) for v in palette[i]), f"{shorten(name)} ({100 * f:.1f}%)")
+        for i, name, f in entries
     ]
     present = sum(1 for c in pixels_per_class if c > 0)
     if present > len(entries):
@@ -80,11 +77,12 @@ def overlay_with_legend(
     if void > 0:
         rows.append((VOID_COLOR, f"(no class) ({100 * void / (h * w):.1f}%)"))
 
-    size = int(np.clip(min(h, w) / 24, 11, 28))
-    font = _font(size)
+    size = max(11, round(min(h, w) / 30))
+    fonts = [label_font(size, [text]) for _, text in rows]  # each row a font with its glyphs
     pad, line = size // 2 + 2, size + size // 2
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    text_w = max(int(probe.textlength(text, font=font)) for _, text in rows) if rows else 0
+    widths = [int(probe.textlength(text, font=f)) for (_, text), f in zip(rows, fonts, strict=True)]
+    text_w = max(widths, default=0)
     panel_w = pad * 3 + size + text_w
     panel_h = pad * 2 + line * len(rows)
     canvas = Image.new("RGB", (w + panel_w, max(h, panel_h)), (255, 255, 255))
@@ -95,5 +93,5 @@ def overlay_with_legend(
         x = w + pad
         if colour is not None:
             draw.rectangle([x, y, x + size, y + size], fill=colour, outline=(0, 0, 0))
-        draw.text((x + size + pad, y), text, fill=(0, 0, 0), font=font)
+        draw.text((x + size + pad, y), text, fill=(0, 0, 0), font=fonts[row])
     return canvas

@@ -1,11 +1,15 @@
 """The files prediction writes: ``<stem>_mask.png`` (palette PNG of class indices),
 ``<stem>_overlay.jpg`` (image, colour mask, legend), ``<stem>_conf_<class>.png`` and
 ``<stem>_logits.npy`` (float32 K x H x W), each written atomically, with distinct stems and
-file-name-safe class names.
+file-name-safe class names; and the output folder's ``legend.json``, which always describes
+every mask beside it: a folder holding another run's predictions (other classes, model or
+settings) is refused, not mixed.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -15,9 +19,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from src.errors import UserError
 from src.pictures.overlay import overlay_with_legend
 from src.pictures.palette import VOID_COLOR, mask_image
-from src.utils.io import atomic_save_image, atomic_save_npy
+from src.utils.images import OUTPUT_NAME
+from src.utils.io import atomic_save_image, atomic_save_json, atomic_save_npy
+
+LEGEND = "legend.json"
+#: legend entries that must match for a run to add its masks to a folder (device may differ)
+_SAME_RUN = ("classes", "colors", "no_class", "model", "settings")
 
 if TYPE_CHECKING:
     from src.prediction.decode import Decoded
@@ -99,15 +109,93 @@ def legend_document(
     *,
     model: dict[str, Any],
     settings: dict[str, Any],
-    images: list[dict[str, Any]],
+    images: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The content of ``legend.json``: classes, their colours, the model, the settings used
-    and one :func:`write_outputs` record per image."""
-    return {
+    and (``images``) one :func:`write_outputs` record per image."""
+    doc = {
         "classes": list(class_names),
         "colors": [[int(v) for v in palette[i]] for i in range(len(class_names))],
         "no_class": {"value": 255, "color": list(VOID_COLOR)},
         "model": model,
         "settings": settings,
-        "images": images,
     }
+    return doc if images is None else doc | {"images": images}
+
+
+def prepare_output_dir(out_dir: str | os.PathLike) -> Path:
+    """Create ``out_dir`` (or check it) before anything slow: a :class:`UserError` when it is
+    a file, cannot be created or cannot be written to."""
+    folder = Path(out_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UserError(
+            f"output_dir {folder} is a file, not a folder", "pass output_dir=<a folder>"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(
+            f"cannot create output_dir {folder}: {err.strerror or err}",
+            "pass output_dir=<a folder you can write to>",
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(
+            f"cannot write to output_dir {folder}", "pass output_dir=<a folder you can write to>"
+        )
+    return folder
+
+
+def _comparable(legend: dict[str, Any]) -> dict[str, Any]:
+    head = {k: legend.get(k) for k in _SAME_RUN}
+    head["settings"] = {k: v for k, v in (head["settings"] or {}).items() if k != "device"}
+    return json.loads(json.dumps(head))  # tuples -> lists, as read back from the file
+
+
+def earlier_records(out_dir: Path, head: dict[str, Any]) -> list[dict[str, Any]]:
+    """The image records of an earlier run of the same classes, model and settings in
+    ``out_dir`` (they stay in the legend). Another run's predictions there, or masks without a
+    legend, are a :class:`UserError`: one legend could not describe both."""
+    path = out_dir / LEGEND
+    if not path.is_file():
+        masks = sorted(p.name for p in out_dir.glob("*_mask.png") if OUTPUT_NAME.search(p.name))
+        if masks:
+            raise UserError(
+                f"output_dir {out_dir} holds masks without a {LEGEND} ({masks[0]}, ...): "
+                "new masks would sit beside masks of unknown classes",
+                "pass another output_dir, or remove the old masks",
+            )
+        return []
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"cannot read {path}: {err}", f"pass another output_dir, or remove {path}"
+        ) from None
+    theirs, ours = _comparable(old), _comparable(head)
+    if theirs != ours:
+        differ = [k for k in _SAME_RUN if theirs.get(k) != ours.get(k)]
+        raise UserError(
+            f"output_dir {out_dir} holds predictions of another run (its {LEGEND} differs in "
+            f"{', '.join(differ)}: classes {old.get('classes')}); one legend cannot describe both",
+            "pass another output_dir (each run gets its own), or remove the old outputs",
+        )
+    return list(old.get("images", []))
+
+
+def write_legend(
+    out_dir: Path,
+    head: dict[str, Any],
+    records: Sequence[dict[str, Any]],
+    failed: Sequence[dict[str, str]] = (),
+    *,
+    complete: bool,
+) -> Path:
+    """Write ``legend.json`` atomically: ``head`` (classes, colours, model, settings), the
+    image records (one per mask, the latest for a mask written twice), the inputs that could
+    not be read, and whether the run finished (``complete``)."""
+    by_mask: dict[str, dict[str, Any]] = {}
+    for record in records:
+        by_mask[record["mask"]] = record
+    legend = {**head, "images": list(by_mask.values()), "failed": list(failed)}
+    legend["complete"] = complete
+    return atomic_save_json(out_dir / LEGEND, legend)

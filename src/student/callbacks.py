@@ -1,5 +1,6 @@
 """The student's training callbacks besides the label switch: validate at the last step,
-validation pictures, validation reports (per-class table, confusion matrix)."""
+validation pictures, validation reports (per-class table, confusion matrix), a progress bar
+that counts steps."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from PIL import Image
+from pytorch_lightning.callbacks import RichProgressBar
 
 from src.batch import IGNORE_INDEX, IMAGE, NAME, TARGET
 from src.errors import UserError
@@ -47,6 +49,9 @@ class ValidateAtEnd(pl.Callback):
         )
         if last_step or last_epoch_end:
             trainer.should_stop = True
+
+
+PANEL_TITLES = ("image", "teacher (DenseCLIP)", "student (DenseCLIP+)", "ground truth")
 
 
 class ValidationImages(pl.Callback):
@@ -99,7 +104,13 @@ class ValidationImages(pl.Callback):
             name = str(names[i]) if i < len(names) else f"{self._written:03d}"
             void = truth[i] == IGNORE_INDEX  # predictions there are not scored: faded
             pic = panel(
-                denormalise(images[i], mean, std), teacher[i], student[i], truth[i], void=void
+                denormalise(images[i], mean, std),
+                teacher[i],
+                student[i],
+                truth[i],
+                void=void,
+                titles=PANEL_TITLES,
+                class_names=list(getattr(pl_module, "class_names", [])) or None,
             )
             path = folder / f"step{trainer.global_step:06d}_{name}.png"
             self.paths.append(atomic_save_image(path, Image.fromarray(pic)))
@@ -151,3 +162,40 @@ class ValidationReport(pl.Callback):
                 top_confused=self.top_confused,
                 figure=self.figure,
             )
+
+
+class StepProgressBar(RichProgressBar):
+    """Lightning's progress bar counting optimizer steps up to ``max_steps``.
+
+    The schedules here are iteration-based (``max_epochs=-1``): Lightning's own bar reads
+    ``Epoch 0/-2`` and restarts at every epoch. This one reads ``Training`` and runs once from
+    the first (or the resumed) step to ``max_steps``.
+    """
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if self.trainer.max_steps is None or self.trainer.max_steps < 0:
+            return super()._get_train_description(current_epoch)
+        return f"{'Training':{len(self.validation_description)}}"
+
+    @property
+    def total_train_batches(self) -> int | float:
+        if self.trainer.max_steps is not None and self.trainer.max_steps > 0:
+            return self.trainer.max_steps
+        return super().total_train_batches
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.train_progress_bar_id is None or trainer.max_steps is None or trainer.max_steps < 0:
+            super().on_train_epoch_start(trainer, pl_module)  # the first epoch: create the bar
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self.is_enabled and trainer.max_steps is not None and trainer.max_steps > 0:
+            self._update(self.train_progress_bar_id, trainer.global_step)
+            self.refresh()

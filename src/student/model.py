@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import copy
 import logging
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -79,6 +81,46 @@ class StudentNet(nn.Module):
         feats = self.head(self.backbone(images))
         weight = self.classifier().to(feats.dtype)
         return F.conv2d(feats, weight[:, :, None, None])
+
+
+def _rng_states() -> dict[str, Any]:
+    """Python, numpy and torch (CPU, CUDA) random states."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    states: dict[str, Any] = {  # plain types and tensors: loadable with weights_only=True
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: Mapping[str, Any]) -> None:
+    random.setstate(tuple(states["python"]))
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(states["torch"])
+    cuda = states.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+class EmaUpdate:
+    """``torch.optim.swa_utils.get_ema_multi_avg_fn`` as a picklable object (``ddp_spawn``
+    pickles the module; the torch function returns a closure): ``ema <- decay * ema +
+    (1 - decay) * current``, in place."""
+
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
+
+    @torch.no_grad()
+    def __call__(self, ema: list[Tensor], current: list[Tensor], _num_averaged: Any) -> None:
+        if torch.is_floating_point(ema[0]) or torch.is_complex(ema[0]):
+            torch._foreach_lerp_(ema, current, 1 - self.decay)
+        else:
+            for p_ema, p_model in zip(ema, current, strict=True):
+                p_ema.copy_(p_ema * self.decay + p_model * (1 - self.decay))
 
 
 class DenseClipPlus(pl.LightningModule):
@@ -185,7 +227,7 @@ class DenseClipPlus(pl.LightningModule):
         if ema_decay is not None:
             self.ema = torch.optim.swa_utils.AveragedModel(
                 copy.deepcopy(self.net),
-                multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay),
+                multi_avg_fn=EmaUpdate(float(ema_decay)),
                 use_buffers=True,
             )
             self.ema.requires_grad_(False)
@@ -222,12 +264,22 @@ class DenseClipPlus(pl.LightningModule):
         if isinstance(hparams, dict) and "backbone_weights" in hparams:
             # the file holds the trained backbone: loading it needs no ImageNet weights file
             hparams["backbone_weights"] = "none"
+        checkpoint["rng_states"] = _rng_states()  # a resumed run draws what this one would
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Put the rebuilt teacher's weights back so strict loading finds every key."""
+        """Put the rebuilt teacher's weights back so strict loading finds every key; keep the
+        random states for a resumed run (restored when training starts)."""
         state = checkpoint.setdefault("state_dict", {})
         for key, value in self.teacher.state_dict(prefix="teacher.").items():
             state.setdefault(key, value)
+        self._rng_to_restore = checkpoint.get("rng_states")
+
+    def on_train_start(self) -> None:
+        """A resumed run continues the saved random streams (dropout, crops): the same steps
+        as the uninterrupted run (on one process; see docs/RELIABILITY.md)."""
+        states, self._rng_to_restore = getattr(self, "_rng_to_restore", None), None
+        if states is not None:
+            _set_rng_states(states)
 
     # ------------------------------------------------------------------ what callers need
     @property
@@ -341,7 +393,10 @@ class DenseClipPlus(pl.LightningModule):
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimizer step, then the EMA's update: both before any callback's
+        ``on_train_batch_end``, so a checkpoint saved there holds an EMA of the same step."""
+        super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.ema.update_parameters(self.net)
 

@@ -9,15 +9,23 @@ that is not a checkpoint) into one :class:`~src.errors.UserError`.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import socket
+import threading
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlparse
 
 import open_clip
 import torch
 from open_clip import pretrained as oc_pretrained
 
 from src.errors import UserError
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED_TAG = "shapes"  #: pretrained tag of the shipped ``<name>.pt`` weights
@@ -45,6 +53,48 @@ def shipped_weights(model_name: str, tag: str | None) -> Path | None:
     return path if path.is_file() else None
 
 
+#: words in class phrases that carry no meaning of their own (skipped by the vocabulary check)
+_FILLER = frozenset({"a", "an", "the", "and", "of", "with"})
+_warned_words: set[tuple[str, str]] = set()
+
+
+def shipped_vocabulary(model_name: str) -> frozenset[str] | None:
+    """The words a shipped tiny CLIP was trained on (``<name>.vocabulary.txt`` beside its
+    weights: the shapes world's shape and colour words), or None for any other CLIP."""
+    path = WEIGHTS_DIR / f"{model_name.replace('/', '-')}.vocabulary.txt"
+    if not path.is_file():
+        return None
+    lines = (line.split("#", 1)[0] for line in path.read_text().splitlines())
+    return frozenset(word for line in lines for word in line.split())
+
+
+def unknown_words(model_name: str, class_names: Sequence[str]) -> list[str]:
+    """Words of ``class_names`` a shipped tiny CLIP never saw (empty for other CLIPs)."""
+    vocabulary = shipped_vocabulary(model_name)
+    if vocabulary is None:
+        return []
+    words = (w for name in class_names for w in re.findall(r"[\w']+", name.lower()))
+    return sorted({w for w in words if w not in vocabulary and w not in _FILLER})
+
+
+def warn_unknown_words(model_name: str, class_names: Sequence[str]) -> list[str]:
+    """Warn once per word when a class phrase uses words a shipped tiny CLIP never saw."""
+    new = [
+        w for w in unknown_words(model_name, class_names) if (model_name, w) not in _warned_words
+    ]
+    if new:
+        _warned_words.update((model_name, w) for w in new)
+        vocabulary = sorted(shipped_vocabulary(model_name) or ())
+        log.warning(
+            "%s is a tiny CLIP trained on the shapes world only: it never saw %s. It knows %s; "
+            "for other phrases use a real CLIP (teacher=rn50, ...)",
+            model_name,
+            ", ".join(repr(w) for w in new),
+            ", ".join(vocabulary),
+        )
+    return new
+
+
 def _url_cache_path(tag_cfg: dict) -> Path | None:
     """Where OpenAI's ``clip`` package and open_clip's url download cache a tag's file."""
     url = tag_cfg.get("url")
@@ -57,11 +107,73 @@ def _expected_locations(model_name: str, tag: str) -> str:
     cfg = oc_pretrained.get_pretrained_cfg(model_name, tag)
     parts = []
     if cfg.get("url"):
-        cache = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(cfg["url"])
-        parts.append(f"url {cfg['url']} (cached as {cache})")
+        parts.append(str(Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(cfg["url"])))
     if cfg.get("hf_hub"):
-        parts.append(f"Hugging Face repo {cfg['hf_hub']} (cached under ~/.cache/huggingface)")
-    return "; ".join(parts) or "open_clip's pretrained registry"
+        repo, names = _hf_candidates(cfg["hf_hub"])
+        parts.append(f"the Hugging Face cache of {repo}/{names[-1]}")
+    return " or ".join(parts) or "open_clip's pretrained registry"
+
+
+def _hf_candidates(hf_hub: str) -> tuple[str, list[str]]:
+    """The Hugging Face repo of an open_clip ``hf_hub`` entry and the files open_clip tries."""
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    repo, filename = os.path.split(hf_hub)
+    filename = filename or HF_WEIGHTS_NAME
+    names = [filename]
+    if filename == HF_WEIGHTS_NAME:
+        names.insert(0, HF_SAFE_WEIGHTS_NAME)
+    elif filename.endswith((".bin", ".pth")):
+        names.insert(0, filename[:-4] + ".safetensors")
+    return repo, names
+
+
+def weights_cached(tag_cfg: dict) -> bool:
+    """Whether open_clip will find a tag's weights on this machine (no download needed)."""
+    url_cache = _url_cache_path(tag_cfg)
+    if url_cache is not None and url_cache.is_file():
+        return True
+    if tag_cfg.get("file"):
+        return Path(tag_cfg["file"]).is_file()
+    if tag_cfg.get("hf_hub"):
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, names = _hf_candidates(tag_cfg["hf_hub"])
+        return any(isinstance(try_to_load_from_cache(repo, name), str) for name in names)
+    return False
+
+
+def _offline_reason(tag_cfg: dict, *, timeout: float = 3.0) -> str | None:
+    """Why the weights cannot be downloaded now (``HF_HUB_OFFLINE``, host unreachable), or
+    None when a download may work. One short connection attempt, no retries (none behind a
+    proxy, where only the download itself can tell)."""
+    if tag_cfg.get("hf_hub"):
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            return "HF_HUB_OFFLINE is set"
+        url = constants.ENDPOINT
+    else:
+        url = tag_cfg.get("url", "")
+    parsed = urlparse(url)
+    host = parsed.hostname
+    proxies = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+    if not host or any(os.environ.get(name) for name in proxies):
+        return None  # behind a proxy a direct connection says nothing: let open_clip try
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    outcome: list[str | None] = []
+
+    def attempt() -> None:  # DNS has no timeout of its own: run it in a thread and wait
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(f"{host} cannot be reached ({err.strerror or err})")
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    return outcome[0] if outcome else f"{host} did not answer within {timeout:.0f} s"
 
 
 def is_torchscript_archive(path: str | os.PathLike) -> bool:
@@ -118,6 +230,15 @@ def create_clip(
         url_cache = _url_cache_path(tag_cfg)
         if url_cache is not None and url_cache.is_file():  # e.g. ~/.cache/clip/RN50.pt
             pretrained, is_tag = str(url_cache), False
+        elif not weights_cached(tag_cfg):  # fail at once offline, not after download retries
+            reason = _offline_reason(tag_cfg)
+            if reason is not None:
+                raise UserError(
+                    f"the '{pretrained}' weights of {model_name} are not on this machine and "
+                    f"cannot be downloaded: {reason}",
+                    f"put the file where open_clip looks ({_expected_locations(lookup, pretrained)})"
+                    f", or pass a local file: teacher.pretrained=/path/to/{model_name}.pt",
+                )
     if pretrained is not None and not is_tag:
         path = Path(os.path.expanduser(pretrained))
         if not path.is_file():
@@ -148,9 +269,8 @@ def create_clip(
         if is_tag:
             raise UserError(
                 f"could not load the '{pretrained}' weights of {model_name}: {_short(err)}",
-                f"without network, put the weights file where open_clip caches it: "
-                f"{_expected_locations(lookup, pretrained)}; or download it elsewhere and pass "
-                f"its path as teacher.pretrained=/path/to/file",
+                f"put the file where open_clip looks ({_expected_locations(lookup, pretrained)})"
+                f", or pass a local file: teacher.pretrained=/path/to/{model_name}.pt",
             ) from err
         raise UserError(
             f"'{pretrained}' is not a valid open_clip checkpoint for {model_name}: {_short(err)}",

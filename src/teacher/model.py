@@ -27,7 +27,7 @@ from src.teacher.heads import (
     plain_config,
     resolve_head_options,
 )
-from src.teacher.loading import create_clip
+from src.teacher.loading import create_clip, warn_unknown_words
 from src.teacher.pamr import pamr
 from src.teacher.proxy import load_proxy, resolve_proxy_weights
 from src.teacher.refine import CLIP_LOGIT_SCALE
@@ -36,6 +36,7 @@ from src.teacher.text import (
     encode_class_names,
     fast_text_encoder,
     load_or_build,
+    long_phrases,
     resolve_templates,
 )
 from src.teacher.vocabulary import build_vocabulary, check_background_options, class_scores
@@ -205,6 +206,13 @@ class DenseClipTeacher(pl.LightningModule):
         (``text_embeddings``, the student's classifier; a class's own for a single name)."""
         vocab = build_vocabulary(class_names, self.background)
         names = list(vocab.names)
+        warn_unknown_words(self.clip_model, names)  # a tiny shapes CLIP asked for "cat"
+        for name, tokens, context in long_phrases(self.tokenizer, names, self.templates):
+            log.warning(
+                "class phrase %r is %d tokens in its longest prompt, more than the %d-token text "
+                "context of %s: only the first %d tokens are read (shorten the phrase)",
+                name, tokens, context, self.clip_model, context,
+            )  # fmt: skip
         weights_id = self._weights_id()
 
         def build() -> torch.Tensor:

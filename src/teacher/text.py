@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +60,27 @@ def validate_class_names(class_names: Sequence[str]) -> list[str]:
     if dups:
         raise UserError(f"duplicate class names: {dups}", "give each class once")
     return names
+
+
+def long_phrases(
+    tokenizer: Any, class_names: Sequence[str], templates: Sequence[str]
+) -> list[tuple[str, int, int]]:
+    """``(name, tokens, context)`` of each class whose longest prompt does not fit the text
+    context (CLIP then reads only its first ``context`` tokens: the rest is cut, silently).
+
+    Counts the start and end tokens; uses the three longest templates (tokens add up).
+    """
+    context = getattr(tokenizer, "context_length", None)
+    encode = getattr(tokenizer, "encode", None)
+    if not context or encode is None:
+        return []
+    longest = sorted(templates, key=lambda t: -len(encode(t.replace("{}", ""))))[:3]
+    out = []
+    for name in class_names:
+        tokens = max(len(encode(t.format(name))) for t in longest) + 2  # start, end of text
+        if tokens > context:
+            out.append((str(name), tokens, int(context)))
+    return out
 
 
 def fast_text_encoder(clip: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:

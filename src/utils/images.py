@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
 from collections.abc import Iterable
@@ -19,6 +20,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from src.errors import UserError
+
+log = logging.getLogger(__name__)
 
 #: File suffixes taken from folders and glob matches (case does not matter).
 IMAGE_SUFFIXES: tuple[str, ...] = (
@@ -35,8 +38,8 @@ IMAGE_SUFFIXES: tuple[str, ...] = (
     ".pbm",
 )
 
-#: Names that :mod:`src.predict` writes; skipped when scanning its own output folder.
-_OUTPUT_NAME = re.compile(r"(_mask\.png|_overlay\.jpg|_conf_.+\.png)$")
+#: Names that :mod:`src.predict` writes; skipped in folders holding predictions.
+OUTPUT_NAME = re.compile(r"(_mask\.png|_overlay\.jpg|_conf_.+\.png)$")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
@@ -50,8 +53,10 @@ def is_image_file(path: Path) -> bool:
 def find_images(spec: str, *, skip_outputs_in: str | os.PathLike | None = None) -> list[Path]:
     """The image files named by ``spec``: one file, a folder's images (sorted), or a glob.
 
-    Files in ``skip_outputs_in`` whose names look like prediction outputs are left out, so
-    predicting a folder into itself twice does not predict the masks. Raises
+    Files whose names look like prediction outputs are left out where they are outputs: in
+    ``skip_outputs_in`` and in any folder holding a ``legend.json`` (an earlier run's output
+    folder), so predicting a folder into itself, or a folder of earlier outputs, does not
+    predict the masks and overlays. An explicitly named file is always taken. Raises
     :class:`UserError` for a missing path, a glob that matches no image, an empty folder.
     """
     text = str(spec).strip()
@@ -88,13 +93,19 @@ def find_images(spec: str, *, skip_outputs_in: str | os.PathLike | None = None) 
 
 
 def _keep(paths: Iterable[Path], skip_dir: Path | None) -> list[Path]:
-    out = []
+    out, skipped = [], 0
     for p in paths:
         if not is_image_file(p):
             continue
-        if skip_dir is not None and _OUTPUT_NAME.search(p.name) and p.parent.resolve() == skip_dir:
+        if OUTPUT_NAME.search(p.name) and (
+            (skip_dir is not None and p.parent.resolve() == skip_dir)
+            or (p.parent / "legend.json").is_file()
+        ):
+            skipped += 1
             continue
         out.append(p)
+    if skipped:
+        log.info("left out %d earlier prediction outputs (masks, overlays)", skipped)
     return out
 
 

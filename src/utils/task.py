@@ -18,8 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.errors import UserError
 from src.utils.io import atomic_save_json, flatten_metrics
+from src.utils.run_dirs import register_resolvers
 
 log = logging.getLogger(__name__)
+register_resolvers()  # conf/ uses ${dc.cwd:} and ${dc.run_dir:...}: before any config composes
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -29,18 +31,76 @@ def show_tracebacks() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR", "0") == "1"
 
 
-def instantiate(node: Any, **kwargs: Any) -> Any:
+def instantiate(
+    node: Any, *, user_errors: tuple[type[BaseException], ...] = (), **kwargs: Any
+) -> Any:
     """``hydra.utils.instantiate`` that lets a :class:`UserError` anywhere in the cause chain
-    through, unwrapped (Hydra wraps constructor errors in ``InstantiationException``)."""
+    through, unwrapped (Hydra wraps constructor errors in ``InstantiationException``), and
+    turns Lightning's configuration errors (``MisconfigurationException``) and the constructor
+    errors named in ``user_errors`` (e.g. ``ValueError`` of the Trainer, whose arguments all
+    come from the command line) into one, naming the config node."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    caught = (UserError, MisconfigurationException, *user_errors)
     try:
         return hydra.utils.instantiate(node, **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
-        while cause is not None and not isinstance(cause, UserError):
+        while cause is not None and not isinstance(cause, caught):
             cause = cause.__cause__
         if isinstance(cause, UserError):
             raise cause from None
+        if cause is not None:
+            key = node._get_full_key(None) if isinstance(node, DictConfig) else "the config"
+            raise UserError(
+                f"{key}: {' '.join(str(cause).split())}",
+                f"change the {key}.* values given on the command line (or conf/{key}/)",
+            ) from None
         raise
+
+
+def seed_run(seed: Any) -> None:
+    """``seed_everything(seed)`` (Python, numpy, torch, workers); ``None`` leaves the run
+    unseeded; anything but an integer is a :class:`UserError`."""
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise UserError(f"seed={seed!r} is not an integer", "give an integer, e.g. seed=0")
+    import pytorch_lightning as pl
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+
+
+#: Trainer options that must be numbers: name -> (integers only, an example)
+_TRAINER_NUMBERS = {
+    "max_steps": (True, "2000"),
+    "max_epochs": (True, "-1"),
+    "val_check_interval": (False, "500 (batches) or 0.5 (of an epoch)"),
+    "check_val_every_n_epoch": (True, "1 or null"),
+    "num_sanity_val_steps": (True, "2"),
+    "limit_train_batches": (False, "10 (batches) or 0.5 (a fraction)"),
+    "limit_val_batches": (False, "10 (batches) or 0.5 (a fraction)"),
+    "limit_test_batches": (False, "10 (batches) or 0.5 (a fraction)"),
+    "log_every_n_steps": (True, "50"),
+    "accumulate_grad_batches": (True, "1"),
+    "gradient_clip_val": (False, "1.0 or null"),
+}
+
+
+def check_trainer_options(trainer: Mapping[str, Any]) -> None:
+    """Fail early, as a :class:`UserError`, on a trainer option that is not a number
+    (``trainer.max_steps=abc``), before Lightning compares it with one deep inside."""
+    for key, (integer, example) in _TRAINER_NUMBERS.items():
+        value = trainer.get(key)
+        if value is None:
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or (integer and not float(value).is_integer()):
+            kind = "an integer" if integer else "a number"
+            raise UserError(
+                f"trainer.{key}={value!r} is not {kind}",
+                f"give {kind}, e.g. trainer.{key}={example}",
+            )
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -58,6 +118,10 @@ def log_hyperparameters(cfg: DictConfig, loggers: Sequence[Any]) -> None:
             logger.log_hyperparams(params)
 
 
+#: config groups whose choices ``src.train`` and ``src.eval`` check before Hydra composes
+GROUPS = ("teacher", "data", "split", "student", "trainer", "experiment", "corruption", "logger")
+
+
 def check_group_choices(argv: Sequence[str], groups: Sequence[str] = ("teacher",)) -> None:
     """Fail early, as a :class:`UserError`, on ``<group>=<name>`` naming no config file
     (Hydra's own message would exit with status 1; a sweep ``a,b`` checks each name)."""
@@ -69,7 +133,7 @@ def check_group_choices(argv: Sequence[str], groups: Sequence[str] = ("teacher",
         known = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
         for choice in match.group(2).split(","):
             choice = choice.strip().strip("'\"")
-            if choice not in known:
+            if choice not in known and choice != "null":
                 raise UserError(f"unknown {group} '{choice}'", f"use one of: {', '.join(known)}")
 
 

@@ -36,7 +36,7 @@ def test_ratio_and_text_times_at_tiny_size(bench, tmp_path: Path) -> None:
         load_repeats=2,
     )
     assert t["prompts"] == 12 and t["build_extrapolated"] and t["cache_entry"] == [3, 32]
-    assert 0 < t["load_from_cache_s"] < 1.0
+    assert t["load_from_cache_s"] > 0  # a time, not a bound: speed goals live in make bench
     assert list((tmp_path / "text_embeddings").glob("*.pt"))  # it really went through the cache
 
 
@@ -57,18 +57,33 @@ def test_results_merge_keeps_other_keys_and_markdown_lists_them(bench, tmp_path:
     assert json.loads(path.read_text())["teacher_overhead_in_step"] == {"ratio": 0.3}
 
 
-def test_teacher_overhead_in_step_quick(tmp_path: Path) -> None:
+def test_teacher_overhead_in_step_quick(tmp_path: Path, monkeypatch) -> None:
+    """Both steps run for real (tiny models); the times are replaced by known ones, so the
+    reported numbers are checked against a hand computation: medians, then their ratio."""
     spec = importlib.util.spec_from_file_location(
         "bench_student", ROOT / "scripts" / "bench_student.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    calls = {}
+
+    def known_times(fns, *, repeats, warmup, device):
+        for name, fn in fns.items():
+            for _ in range(warmup + repeats):
+                fn()  # a real training step (with the teacher, or on ground truth)
+            calls[name] = (repeats, warmup)
+        return {"with_teacher": [0.030, 0.010, 0.020], "ground_truth": [0.010, 0.010, 0.040]}
+
+    monkeypatch.setattr(module, "interleaved_times", known_times)
     out = tmp_path / "benchmarks.json"
     data = module.main(["--quick", "--out", str(out)])
+    assert calls == {"with_teacher": (2, 1), "ground_truth": (2, 1)}
     (run,) = [r for r in data["teacher_overhead_in_step"]["runs"] if r["device"] == "cpu"]
     assert (run["teacher"], run["student"], run["batch"], run["crop"]) == (
         "dc-test-rn", "deeplabv2-resnet18-d8", 1, 64)  # fmt: skip
-    assert run["step_with_teacher_ms"] > 0 and run["step_ground_truth_ms"] > 0
-    assert run["ratio"] == pytest.approx(run["step_with_teacher_ms"] / run["step_ground_truth_ms"])
+    # medians 20 ms and 10 ms (the means would give 20 and 20): ratio 2, over the 1.10 goal
+    assert run["step_with_teacher_ms"] == pytest.approx(20.0)
+    assert run["step_ground_truth_ms"] == pytest.approx(10.0)
+    assert run["ratio"] == pytest.approx(2.0) and run["goal_met"] is False
     assert "teacher_overhead_in_step" in (tmp_path / "BENCHMARKS.md").read_text()
     assert json.loads(out.read_text())["machine"]

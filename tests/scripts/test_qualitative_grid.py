@@ -215,7 +215,7 @@ def test_bad_input_is_one_clear_error(
         "phrase": ([str(images), *base, "--phrase", "horse"], "--phrase 'horse'"),
         "teacher": ([str(images), *base[:3], "--teacher", "rn5O"], "unknown teacher 'rn5O'"),
         "ckpt": ([str(images), *base, "--ckpt", str(tmp_path / "x.ckpt")], "x.ckpt"),
-        "bad ckpt": ([str(images), *base, "--ckpt", str(tmp_path / "bad.ckpt")], "cannot load"),
+        "bad ckpt": ([str(images), *base, "--ckpt", str(tmp_path / "bad.ckpt")], "bad.ckpt is a"),
         "alpha": ([str(images), *base, "--alpha", "2"], "--alpha 2.0 is out of range"),
         "suffix": ([str(images), *base, "--out", str(tmp_path / "g.txt")], "g.txt"),
         "unreadable": ([str(images), *base], "broken.png"),

@@ -30,8 +30,9 @@ def test_writes_the_first_validation_samples(tmp_path) -> None:
     trainer.fit(student, datamodule=ScenesData(n_val=4, batch_size=2))
     names = sorted(p.name for p in (tmp_path / "pics").iterdir())
     assert names == [f"step000001_scene{i}.png" for i in range(3)]
-    pic = np.asarray(Image.open(tmp_path / "pics" / "step000001_scene1.png"))
-    assert pic.shape == (32, 4 * 32 + 3 * 4, 3)
+    full = np.asarray(Image.open(tmp_path / "pics" / "step000001_scene1.png"))
+    assert full.shape[1] == 4 * 32 + 3 * 4 and full.shape[0] > 32 + 15
+    pic = full[15 : 15 + 32]  # below the titles (10 px text, 15 px strip), above the legend
     truth = Scenes(4, train=False)[1]["target"].numpy()
     assert (pic[:, -32:] == colorize(truth, PALETTE)).all()  # last panel: the ground truth
     student.eval()

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from src.errors import UserError
+from src.teacher import loading
 from src.teacher.features import resize_vit_pos_embed
 from src.teacher.model import DenseClipTeacher
 
@@ -208,10 +209,15 @@ def test_tag_weights_found_in_clip_cache_or_clear_offline_error(tmp_path, monkey
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(factory, "download_pretrained", offline)
-    with pytest.raises(UserError) as err:
-        DenseClipTeacher(clip_model="dc-test-rn", pretrained="fake", class_names=["cat"])
-    assert str(tmp_path / ".cache" / "clip" / "dc-test-rn.pt") in str(err.value)
-    assert "pretrained=/path/to/file" in str(err.value)
+    # known to be offline: fails before open_clip tries (and retries) a download; or the
+    # download itself fails
+    for reason in ("example.invalid cannot be reached", None):
+        monkeypatch.setattr(loading, "_offline_reason", lambda cfg, r=reason: r)
+        with pytest.raises(UserError) as err:
+            DenseClipTeacher(clip_model="dc-test-rn", pretrained="fake", class_names=["cat"])
+        assert str(tmp_path / ".cache" / "clip" / "dc-test-rn.pt") in str(err.value)
+        assert "teacher.pretrained=/path/to/dc-test-rn.pt" in str(err.value)
+        assert (reason or "network is unreachable") in str(err.value)
 
     cached = tmp_path / ".cache" / "clip" / "dc-test-rn.pt"
     cached.parent.mkdir(parents=True)

@@ -1,0 +1,44 @@
+"""Run folders that never collide, and the working folder, as OmegaConf resolvers.
+
+``conf/hydra/default.yaml`` names every run folder ``${dc.run_dir:<parent>}`` and
+``conf/paths/default.yaml`` roots the paths at ``${dc.cwd:}``. Both resolve without Hydra's
+runtime (``hydra:runtime.cwd`` is not set yet when a ``-m`` sweep names its folder).
+
+A run folder is ``<parent>/<YYYY-MM-DD>_<HH-MM-SS>_<4 hex digits>``, claimed with an exclusive
+``mkdir``: two runs started in the same second (or on two machines sharing the disk) always
+get two folders. The resolver is cached per config (Hydra copies the cache to every job of a
+sweep), so one run resolves its folder once.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+RESOLVERS = ("dc.cwd", "dc.run_dir")
+
+
+def new_run_dir(parent: str | os.PathLike, *, now: datetime | None = None) -> str:
+    """Create and return a fresh folder ``<parent>/<date>_<time>_<id>`` no other run holds."""
+    folder = Path(parent).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = (now or datetime.now()).strftime("%Y-%m-%d_%H-%M-%S")
+    while True:
+        path = folder / f"{stamp}_{secrets.token_hex(2)}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue  # another run took this name in this second: draw another id
+        return str(path)
+
+
+def register_resolvers() -> None:
+    """Register ``dc.cwd`` and ``dc.run_dir`` with OmegaConf (idempotent)."""
+    if not OmegaConf.has_resolver("dc.cwd"):
+        OmegaConf.register_new_resolver("dc.cwd", os.getcwd)
+    if not OmegaConf.has_resolver("dc.run_dir"):
+        OmegaConf.register_new_resolver("dc.run_dir", new_run_dir, use_cache=True)
