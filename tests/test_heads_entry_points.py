@@ -22,6 +22,7 @@ from src.eval import evaluate
 from src.student.checkpoint import load_student
 from src.train import train
 from src.utils.task import instantiate
+from tests.data.layouts import make_voc
 from tests.test_eval import compose_eval
 from tests.test_train import TINY, _run_cli, _sweep_args, compose_run, compose_train
 
@@ -104,6 +105,7 @@ def test_a_vit_b16_naclip_pamr_run_fails_only_on_the_missing_weights(tmp_path: P
     teacher.refine=pamr`` composes; offline it stops at the CLIP weights, not at the head."""
     args = ["experiment=voc_annotation_free", "teacher=vit_b16", "teacher.head=naclip",
             "teacher.refine=pamr"]  # fmt: skip
+    make_voc(tmp_path / "data")  # the data is checked first: with it there, the weights are next
     cfg = compose_run(tmp_path / "run", *args, f"paths.data_dir={tmp_path}/data")
     assert (cfg.teacher.head, cfg.teacher.refine, cfg.teacher.clip_model) == (
         "naclip",
@@ -114,7 +116,7 @@ def test_a_vit_b16_naclip_pamr_run_fails_only_on_the_missing_weights(tmp_path: P
     with pytest.raises(UserError) as info:
         train(cfg)
     assert "weights of ViT-B-16" in info.value.problem and "head" not in info.value.problem
-    assert "teacher.pretrained=/path/to/file" in info.value.fix
+    assert "teacher.pretrained=/path/to/ViT-B-16" in info.value.fix
 
 
 @pytest.mark.slow

@@ -11,8 +11,8 @@ weights (``teacher=rn50``, ...), real datasets (``data=voc``, ``data.root=/...``
 cluster, the package index, or a value only the user knows (``<partition>``). Placeholders for
 the outputs of earlier README commands (``logs/eval/multiruns/<date>``,
 ``logs/train/runs/<run>/...``) are filled with those outputs: the commands that write them run
-first, and their output folders are copied in. Long commands (``make demo``) run in the slow
-suite.
+first, and their output folders are copied in. Servers (``make app``) run until their page
+answers and are then stopped with Ctrl-C. Long commands (``make demo``) run in the slow suite.
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +42,9 @@ README = ROOT / "README.md"
 SHIPPED_TEACHERS = {"tiny_shapes", "tiny_shapes_vit", "tiny_rn_test", "tiny_vit_test"}
 #: datasets that are files on disk (the shapes worlds are drawn by code)
 FILE_DATASETS = {"voc", "context59", "context60", "cocostuff171", "folder"}
-#: commands that never finish on their own, by their start
-SERVERS = {"python -m src.app": "starts a web server, which runs until it is stopped"}
+#: commands that serve until stopped, by their start: run until they answer at their address,
+#: then stopped as a user does (Ctrl-C)
+SERVERS = ("make app", "python -m src.app")
 #: the step or batch limit added to a command, by its start (nothing else is ever added)
 LIMITS = {
     "python -m src.train": "trainer.max_steps=2 trainer.limit_val_batches=1",
@@ -136,9 +140,6 @@ def skip_reason(command: Command, earlier: list[Command]) -> str | None:
         return "measures speed and rewrites docs/benchmarks.json (make bench is its own check)"
     if words[:2] == ["make", "format"]:
         return "rewrites the source files"
-    for start, reason in SERVERS.items():
-        if line.startswith(start):
-            return reason
     if any("hydra/launcher=slurm" in w for w in words):
         return "needs a SLURM cluster (and the weights and data it sweeps)"
     teachers = _values(words, "teacher")
@@ -153,7 +154,8 @@ def skip_reason(command: Command, earlier: list[Command]) -> str | None:
     if module in ("src.train", "src.eval") and not experiments and not teachers:
         if not any(w.startswith("experiment=") for w in words):
             return "needs the CLIP weights of rn50 (the default teacher)"
-    made = set().union(*(produces(c) for c in earlier)) if earlier else set()
+    made = set().union(*(produces(c) for i, c in enumerate(earlier)
+                         if not skip_reason(c, earlier[:i])))  # fmt: skip
     for task, kind, _ in OUTPUT_PLACEHOLDER.findall(line):
         if (task, kind) not in made:
             return f"logs/{task}/{kind}/<...> comes from a README command a test cannot run"
@@ -248,10 +250,11 @@ def run(index: int, shared: Path) -> dict:
 
         def earlier_output(match: re.Match[str]) -> str:
             task, kind, _ = match.groups()
-            producer = next(
+            producer = max(  # the closest earlier command that writes such a folder
                 i
                 for i in range(index)
-                if (task, kind) in produces(COMMANDS[i]) and not skip_reason(COMMANDS[i], [])
+                if (task, kind) in produces(COMMANDS[i])
+                and not skip_reason(COMMANDS[i], COMMANDS[:i])
             )
             run(producer, shared)
             (made,) = (shared / f"cmd{producer}" / "logs" / task / kind).iterdir()
@@ -264,15 +267,53 @@ def run(index: int, shared: Path) -> dict:
         limit = next((v for k, v in LIMITS.items() if command.line.startswith(k)), "")
         shell = f"{text} {limit}".strip()
         before = set(root.glob("logs/**/metrics.json"))
-        proc = subprocess.run(
-            ["bash", "-c", shell], cwd=root, env=environment(), capture_output=True, text=True,
-            timeout=1800,
-        )  # fmt: skip
+        if command.line.startswith(SERVERS):
+            returncode, stdout, stderr = serve(shell, root)
+        else:
+            proc = subprocess.run(
+                ["bash", "-c", shell], cwd=root, env=environment(), capture_output=True,
+                text=True, timeout=1800,
+            )  # fmt: skip
+            returncode, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
         written = sorted(str(p) for p in set(root.glob("logs/**/metrics.json")) - before)
-        result = {"shell": shell, "returncode": proc.returncode, "written": written,
-                  "stderr": proc.stderr[-6000:], "stdout": proc.stdout[-2000:]}  # fmt: skip
+        result = {"shell": shell, "returncode": returncode, "written": written,
+                  "stderr": stderr[-6000:], "stdout": stdout[-2000:]}  # fmt: skip
         done.write_text(json.dumps(result))
         return result
+
+
+def serve(shell: str, root: Path, *, wait: float = 180.0) -> tuple[int, str, str]:
+    """Start the server command ``shell``, wait until its page answers (``port=`` of the
+    command, else 7860), then stop it with Ctrl-C (SIGINT to its process group).
+
+    Returns ``(returncode, stdout, stderr)``; the return code is 0 only when the page answered
+    and the server then stopped cleanly, else it says what went wrong.
+    """
+    port = int(next(iter(_values(shlex.split(shell), "port")), 7860))
+    url = f"http://127.0.0.1:{port}/"
+    out, err = root / "server.out", root / "server.err"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen(["bash", "-c", shell], cwd=root, env=environment(),
+                                stdout=stdout, stderr=stderr, start_new_session=True)  # fmt: skip
+        answered, waited = False, 0.0
+        while waited < wait and proc.poll() is None and not answered:
+            try:
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    answered = response.status == 200 and b"<html" in response.read()[:2000].lower()
+            except OSError:
+                time.sleep(0.5)
+                waited += 0.5
+        exited_early = proc.poll() is not None
+        if not exited_early:
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    code = 0 if answered and not exited_early else (proc.returncode or 1)
+    note = "" if answered else f"\n{url} never answered (waited {waited:.0f} s)"
+    return code, out.read_text(), err.read_text() + note
 
 
 @pytest.mark.parametrize("index", CASES)
