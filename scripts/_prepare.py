@@ -6,6 +6,7 @@ written to a temporary file and renamed, so an interrupted run leaves no half-wr
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from multiprocessing import Pool
@@ -87,3 +88,28 @@ def convert_all(
             unit="file",
         ):
             pass
+
+
+def root_parser(doc: str | None, root_help: str, workers_help: str) -> argparse.ArgumentParser:
+    """An argument parser with ``--root`` (required) and ``--workers`` (default 4)."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--root", type=Path, required=True, help=root_help)
+    parser.add_argument("--workers", type=int, default=4, help=workers_help)
+    return parser
+
+
+def remap_label(path: Path, out: Path, lut: np.ndarray, *, what: str, fix: str) -> None:
+    """Map the single-channel label PNG ``path`` through ``lut`` (``(256,)`` uint8) into
+    ``out``, atomically; an existing ``out`` is kept (resume)."""
+    if out.exists():
+        return
+    try:
+        with Image.open(path) as im:
+            values = np.asarray(im)
+    except OSError as err:
+        raise UserError(f"cannot read the {what} {path}: {err}", fix) from None
+    if values.ndim != 2:
+        raise UserError(f"{path} is not a single-channel {what} (shape {values.shape})", fix)
+    save_label(out, lut[values.astype(np.uint8)])

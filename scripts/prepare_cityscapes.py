@@ -13,12 +13,10 @@ drawn in the same order). Existing outputs are skipped; rerun to resume.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
-from _prepare import UserError, convert_all, require, run, save_label
-from PIL import Image
+from _prepare import UserError, convert_all, remap_label, require, root_parser, run
 
 #: Cityscapes label id -> train id for the 19 evaluated classes (all other ids: 255).
 TRAIN_IDS: dict[int, int] = {
@@ -61,27 +59,11 @@ def output_path(path: Path) -> Path:
 
 def convert_label(path: Path) -> None:
     """One label-id PNG -> its train-id PNG beside it (skip if there)."""
-    out = output_path(path)
-    if out.exists():
-        return
-    try:
-        with Image.open(path) as im:
-            values = np.asarray(im)
-    except OSError as err:
-        raise UserError(f"cannot read the label {path}: {err}", FIX) from None
-    if values.ndim != 2:
-        raise UserError(
-            f"{path} is not a single-channel label-id image (shape {values.shape})", FIX
-        )
-    save_label(out, train_id_lut()[values.astype(np.uint8)])
+    remap_label(path, output_path(path), train_id_lut(), what="label-id image", fix=FIX)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--root", type=Path, required=True, help="cityscapes folder")
-    parser.add_argument("--workers", type=int, default=4, help="processes converting labels")
+    parser = root_parser(__doc__, "cityscapes folder", "processes converting labels")
     args = parser.parse_args(argv)
 
     for split in ("train", "val"):

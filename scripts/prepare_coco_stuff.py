@@ -12,12 +12,11 @@ ids without a class are dropped, so the 182 ids become 171 classes (0..170); any
 
 from __future__ import annotations
 
-import argparse
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-from _prepare import UserError, convert_all, require, run, save_label
-from PIL import Image
+from _prepare import UserError, convert_all, remap_label, require, root_parser, run
 
 #: The 0-based stuffthingmap values that name no class (COCO's unused thing ids).
 UNUSED_IDS = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
@@ -33,38 +32,35 @@ def train_id_lut() -> np.ndarray:
     return lut
 
 
-def convert_map(path: Path) -> None:
-    """One stuffthingmap PNG -> ``<stem>_labelTrainIds.png`` beside it (skip if there)."""
-    out = path.with_name(path.stem + SUFFIX)
-    if out.exists():
-        return
-    try:
-        with Image.open(path) as im:
-            values = np.asarray(im)
-    except OSError as err:
-        raise UserError(f"cannot read the stuff map {path}: {err}", FIX) from None
-    if values.ndim != 2:
-        raise UserError(f"{path} is not a single-channel stuff map (shape {values.shape})", FIX)
-    save_label(out, train_id_lut()[values.astype(np.uint8)])
+def convert_map(path: Path, *, lut: np.ndarray | None = None, suffix: str = SUFFIX) -> None:
+    """One stuffthingmap PNG -> ``<stem><suffix>`` beside it through ``lut`` (default: the
+    171-class train ids); skipped if there."""
+    lut = train_id_lut() if lut is None else lut
+    out = path.with_name(path.stem + suffix)
+    remap_label(path, out, lut, what="stuff map", fix=FIX)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--root", type=Path, required=True, help="coco_stuff164k folder")
-    parser.add_argument("--workers", type=int, default=4, help="processes converting maps")
-    args = parser.parse_args(argv)
-
+def convert_root(root: Path, *, lut: np.ndarray, suffix: str, desc: str, workers: int) -> None:
+    """Convert every stuffthingmap of ``root``'s train2017 and val2017 splits (resumable)."""
     for split in ("train2017", "val2017"):
-        folder = require(args.root / "annotations" / split, f"COCO-Stuff {split} maps", FIX)
-        require(args.root / "images" / split, f"COCO {split} images", FIX)
+        folder = require(root / "annotations" / split, f"COCO-Stuff {split} maps", FIX)
+        require(root / "images" / split, f"COCO {split} images", FIX)
         maps = sorted(p for p in folder.glob("*.png") if not p.stem.endswith("TrainIds"))
         if not maps:
             raise UserError(f"no stuff maps (*.png) in {folder}", FIX)
-        todo = [p for p in maps if not p.with_name(p.stem + SUFFIX).exists()]
+        todo = [p for p in maps if not p.with_name(p.stem + suffix).exists()]
         print(f"{split}: {len(maps)} maps, {len(maps) - len(todo)} already converted")
-        convert_all(convert_map, todo, workers=args.workers, desc=f"{split} -> trainIds")
+        convert = partial(convert_map, lut=lut, suffix=suffix)
+        convert_all(convert, todo, workers=workers, desc=f"{split} -> {desc}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = root_parser(__doc__, "coco_stuff164k folder", "processes converting maps").parse_args(
+        argv
+    )
+    convert_root(
+        args.root, lut=train_id_lut(), suffix=SUFFIX, desc="trainIds", workers=args.workers
+    )
     return 0
 
 
