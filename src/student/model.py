@@ -28,7 +28,7 @@ from src.batch import BACKGROUND, CANDIDATES, IGNORE_INDEX, IMAGE, TARGET, UNLAB
 from src.errors import UserError
 from src.student.backbones import build_backbone
 from src.student.decoders import build_head
-from src.student.targets import build_targets, random_crops
+from src.student.targets import build_targets, ignore_unlabelled, random_crops
 from src.student.validation import StudentValidation
 from src.teacher.model import DenseClipTeacher
 
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("poly", "constant")
+UNLABELLED_MODES = ("teacher", "ignore")
 
 
 class StudentNet(nn.Module):
@@ -147,6 +148,9 @@ class DenseClipPlus(pl.LightningModule):
         train_crop: train the student on a random ``train_crop`` square of each image while
             the teacher labels the whole image (cheaper steps, teacher labels with full
             context); ``None``: the student sees the whole image, as in the paper.
+        unlabelled: what the ``UNLABELLED`` pixels are trained on before the switch:
+            ``teacher`` (the paper's DenseCLIP guidance) or ``ignore`` (void: seen-only
+            training, Table 2a's first row). After the switch both take the self labels.
     """
 
     def __init__(
@@ -174,6 +178,7 @@ class DenseClipPlus(pl.LightningModule):
         ema_self_labels: bool = False,
         freeze_bn: bool = False,
         train_crop: int | None = None,
+        unlabelled: str = "teacher",
     ) -> None:
         super().__init__()
         if isinstance(teacher, Mapping):
@@ -188,6 +193,11 @@ class DenseClipPlus(pl.LightningModule):
             raise UserError(f"unknown lr schedule {schedule!r}", f"choose from {list(SCHEDULES)}")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise UserError(f"ema_decay must be in (0, 1) or null, got {ema_decay}")
+        if unlabelled not in UNLABELLED_MODES:
+            raise UserError(
+                f"student.unlabelled must be one of {list(UNLABELLED_MODES)}, got {unlabelled!r}",
+                "use teacher (the paper) or ignore (seen-only training)",
+            )
         if train_crop is not None and int(train_crop) < 8:
             raise UserError(f"train_crop must be at least 8 pixels or null, got {train_crop}")
         offset = 1 if background else 0
@@ -363,6 +373,8 @@ class DenseClipPlus(pl.LightningModule):
         if not bool((target == UNLABELLED).any()):
             return target
         if not self.self_training:
+            if self.hparams.get("unlabelled", "teacher") == "ignore":
+                return ignore_unlabelled(target)
             scores = self.teacher_logits(batch[IMAGE], size=target.shape[-2:])
         elif self.ema is not None and self.hparams.ema_self_labels:
             with torch.no_grad():
