@@ -102,3 +102,46 @@ def test_seen_only_training_on_an_annotation_free_run_is_one_clear_line(tmp_path
     lines = done.stderr.strip().splitlines()
     assert lines[-2].startswith("error: student.unlabelled=ignore (ablation=text_classifier)")
     assert lines[-1].strip().startswith("fix: use it with a zero-shot experiment")
+
+
+@pytest.mark.parametrize(
+    ("ablation", "teacher_steps", "phases"),
+    [
+        ("text_classifier", 0, [0.0] * 10),
+        ("teacher_guidance", 10, [0.0] * 10),
+        ("self_training", 1, [0.0] + [1.0] * 9),  # the switch at round(0.1 * 10) = 1
+    ],
+)
+def test_the_voc_sweep_runs_each_row_on_a_generated_voc_tree(
+    ablation, teacher_steps, phases, tmp_path, monkeypatch
+) -> None:
+    """``experiment=voc_zero_shot ablation=...`` on a VOC tree in its real layout, shrunk to 10
+    tiny steps; the generated labels hold classes 1-8 on background, all made unseen here (every
+    crop has unlabelled pixels). Counts the teacher's forwards while training and reads the logged phase."""
+    from src.student.model import DenseClipPlus
+    from src.train import train
+    from tests.data.layouts import make_voc
+    from tests.test_train import ONE_STEP, compose_run, csv_column
+
+    data = tmp_path / "data"
+    make_voc(data)
+    calls: list[bool] = []
+    original = DenseClipPlus.teacher_logits
+
+    def counted(self, *args, **kwargs):
+        calls.append(self.trainer.training)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DenseClipPlus, "teacher_logits", counted)
+    out = tmp_path / "run"
+    cfg = compose_run(
+        out, "experiment=voc_zero_shot", f"ablation={ablation}", f"paths.data_dir={data}",
+        *ONE_STEP, "trainer.max_steps=10", "trainer.val_check_interval=1000",
+        "trainer.log_every_n_steps=1", "data.unseen_classes=[aeroplane,bicycle,bird,boat,bottle,bus,car,cat]",
+    )  # fmt: skip
+    metrics = train(cfg)
+    assert metrics["train/global_step"] == 10
+    assert {"val/miou_seen", "val/miou_unseen", "val/hiou"} <= set(metrics)
+    assert sum(calls) == teacher_steps  # training-time teacher forwards
+    logged = csv_column(out, "train/self_training")
+    assert [logged[s] for s in sorted(logged)] == phases
