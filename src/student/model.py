@@ -244,6 +244,9 @@ class DenseClipPlus(pl.LightningModule):
             self.ema.eval()
         #: teacher labels (False) or the student's own labels (True); set by PseudoLabelSwitch
         self.self_training = False
+        #: classes whose unlabelled pixels keep the teacher's label during self-training (set
+        #: by :class:`~src.student.drift.DriftGuard` when the student's labels drift)
+        self.teacher_classes: list[int] = []
         self.validation = StudentValidation(
             class_names=names, unseen_indices=[int(i) for i in unseen_indices]
         )
@@ -383,7 +386,18 @@ class DenseClipPlus(pl.LightningModule):
             raise ValueError("self-training labels need the student's logits")
         else:
             scores = logits.detach()
-        return build_targets(target, batch[CANDIDATES], scores)
+        labels = build_targets(target, batch[CANDIDATES], scores)
+        if self.self_training and self.teacher_classes:  # the drift guard's fallback
+            teacher = build_targets(
+                target,
+                batch[CANDIDATES],
+                self.teacher_logits(batch[IMAGE], size=target.shape[-2:]),
+            )
+            keep = torch.zeros_like(teacher, dtype=torch.bool)
+            for c in self.teacher_classes:
+                keep |= teacher == c
+            labels = torch.where(keep & (target == UNLABELLED), teacher, labels)
+        return labels
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         images, target = batch[IMAGE], batch[TARGET]
