@@ -126,6 +126,7 @@ GROUPS = (
     "student",
     "trainer",
     "experiment",
+    "world",
     "ablation",
     "corruption",
     "logger",

@@ -145,3 +145,25 @@ def test_the_voc_sweep_runs_each_row_on_a_generated_voc_tree(
     assert sum(calls) == teacher_steps  # training-time teacher forwards
     logged = csv_column(out, "train/self_training")
     assert [logged[s] for s in sorted(logged)] == phases
+
+
+@pytest.mark.parametrize(
+    ("world", "options"),
+    [
+        ("default", {}),
+        ("rotation45", {"rotation": 45.0}),
+        ("texture", {"background": "texture"}),
+        ("occlusion", {"overlap": True, "min_shapes": 2, "max_shapes": 6}),
+        ("scale2x", {"image_size": 256}),
+        ("new_kinds", {"shapes": ["circle", "square", "triangle", "star", "cross"]}),
+    ],
+)
+def test_world_group_widens_the_shapes_experiments(world, options) -> None:
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        for experiment in ("shapes_zero_shot", "shapes_demo"):
+            cfg = compose("train", [f"experiment={experiment}", f"world={world}"])
+            got = cfg.data.dataset_options
+            assert {k: got[k] for k in options} == options, (experiment, world)
+            assert got.train_length == 20000  # the experiment's own options stay
+            if world == "new_kinds":
+                assert list(cfg.data.class_names) == options["shapes"]
