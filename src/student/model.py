@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from src.batch import BACKGROUND, CANDIDATES, IGNORE_INDEX, IMAGE, TARGET, UNLABELLED
 from src.errors import UserError
-from src.student.backbones import build_backbone
+from src.student.backbones import ClipResNetBackbone, build_backbone
 from src.student.decoders import build_head
 from src.student.targets import build_targets, ignore_unlabelled, random_crops
 from src.student.validation import StudentValidation
@@ -40,7 +40,11 @@ UNLABELLED_MODES = ("teacher", "ignore")
 
 
 class StudentNet(nn.Module):
-    """Backbone + head + the text classifier (frozen text embeddings, learnable background)."""
+    """Backbone + head + the text classifier (frozen text embeddings, learnable background).
+
+    The backbone is a torchvision ResNet (``depth``, ``weights``), or, given ``visual``, CLIP's
+    own ResNet image encoder (a trainable copy, :class:`ClipResNetBackbone`).
+    """
 
     def __init__(
         self,
@@ -54,12 +58,17 @@ class StudentNet(nn.Module):
         head: str,
         head_channels: int,
         head_dilations: Sequence[int] | None = None,
+        visual: nn.Module | None = None,
     ) -> None:
         super().__init__()
         dim = int(text_embeddings.shape[1])
-        self.backbone = build_backbone(
-            depth=depth, weights=weights, output_stride=output_stride, num_stages=num_stages
-        )
+        self.backbone: nn.Module
+        if visual is not None:  # CLIP's own image encoder, fine-tuned (Figure 2's baseline)
+            self.backbone = ClipResNetBackbone(visual, output_stride=output_stride)
+        else:
+            self.backbone = build_backbone(
+                depth=depth, weights=weights, output_stride=output_stride, num_stages=num_stages
+            )
         self.head = build_head(
             name=head,
             in_channels=self.backbone.out_channels,
@@ -133,7 +142,10 @@ class DenseClipPlus(pl.LightningModule):
             the teacher's names, with ``"background"`` prepended when ``background``.
         background: whether the protocol counts background (learnable class 0).
         unseen_indices: the unseen classes (indices into ``class_names``) for the metrics.
-        backbone: ResNet depth (18, 34, 50, 101); ``backbone_weights``: imagenet/none/path.
+        backbone: ResNet depth (18, 34, 50, 101), or ``"clip"``: a trainable copy of the
+            teacher CLIP's own ResNet image encoder (Figure 2's fine-tuning baseline;
+            ``backbone_weights`` and ``backbone_stages`` do not apply); ``backbone_weights``:
+            imagenet/none/path.
         backbone_stages: ResNet stages kept (4: the whole trunk, the paper's; 2 or 3: a
             shallow, cheap trunk for CPU runs).
         head: ``deeplabv2`` | ``deeplabv3plus`` | ``pspnet``; ``head_channels`` for the latter.
@@ -160,7 +172,7 @@ class DenseClipPlus(pl.LightningModule):
         class_names: Sequence[str] | None = None,
         background: bool = False,
         unseen_indices: Sequence[int] = (),
-        backbone: int = 101,
+        backbone: int | str = 101,
         backbone_weights: str | None = "imagenet",
         output_stride: int = 8,
         backbone_stages: int = 4,
@@ -193,6 +205,11 @@ class DenseClipPlus(pl.LightningModule):
             raise UserError(f"unknown lr schedule {schedule!r}", f"choose from {list(SCHEDULES)}")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise UserError(f"ema_decay must be in (0, 1) or null, got {ema_decay}")
+        if isinstance(backbone, str) and backbone != "clip":
+            raise UserError(
+                f"student.backbone must be a ResNet depth or clip, got {backbone!r}",
+                "use 18, 34, 50, 101 or clip (the teacher CLIP's image encoder, fine-tuned)",
+            )
         if unlabelled not in UNLABELLED_MODES:
             raise UserError(
                 f"student.unlabelled must be one of {list(UNLABELLED_MODES)}, got {unlabelled!r}",
@@ -225,13 +242,14 @@ class DenseClipPlus(pl.LightningModule):
         self.net = StudentNet(
             text_embeddings=teacher.text_embeddings,
             background=background,
-            depth=backbone,
+            depth=0 if backbone == "clip" else int(backbone),
             weights=backbone_weights,
             output_stride=output_stride,
             num_stages=backbone_stages,
             head=head,
             head_channels=head_channels,
             head_dilations=None if head_dilations is None else list(head_dilations),
+            visual=teacher.trainable_visual() if backbone == "clip" else None,
         )
         self.ema: torch.optim.swa_utils.AveragedModel | None = None
         if ema_decay is not None:
