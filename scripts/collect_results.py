@@ -15,9 +15,11 @@ inputs) as markdown and CSV, atomically:
 - ``table5_corruption``: mIoU by corruption x severity (and CLIP), one block per dataset and
   method (Tables 4-5); the clean runs fill the "None" row;
 - ``table2a_ablation``: training runs with an ``ablation=`` choice (Table 2a): mIoU(S),
-  mIoU(U) and hIoU, mean +- standard deviation over the runs (seeds) of each row, by dataset
-  and CLIP, with their teacher (DenseCLIP) as the first row; these runs stay out of the other
-  tables (their DenseCLIP+ rows are not the paper's method);
+  mIoU(U), hIoU (and mIoU), mean +- standard deviation over the runs (seeds) of each row, by dataset
+  and CLIP, with their teacher (DenseCLIP) as the first row; self-training runs with
+  ``callbacks.drift_guard.enabled=true`` are a row of their own; these runs stay out of the
+  other tables (their DenseCLIP+ rows are not the paper's method). A shapes world widened
+  with ``world=`` is named ``shapes[<world>]``;
 - ``training_free``: runs under ``protocol=training_free``: mIoU on the 8 benchmarks (VOC21,
   PC60, Object, VOC20, PC59, Stuff, City, ADE) and their mean, by head and CLIP, with the
   published rows of every head beside them (``src/evaluation/benchmarks.py``); these runs stay
@@ -79,8 +81,16 @@ ABLATIONS = {
     "text_classifier": "Adapted DeepLabv2 (seen only)",
     "teacher_guidance": "+ DenseCLIP-Guided",
     "self_training": "+ Self-Training",
+    "self_training+drift_guard": "+ Self-Training, drift guard",
 }
-ABLATION_METRICS = (("miou_seen", "mIoU(S)"), ("miou_unseen", "mIoU(U)"), ("hiou", "hIoU"))
+GUARD = "+drift_guard"  #: appended to the ablation of runs with callbacks.drift_guard.enabled
+#: Table 2a's columns, and mIoU (the only score of annotation-free runs)
+ABLATION_METRICS = (
+    ("miou_seen", "mIoU(S)"),
+    ("miou_unseen", "mIoU(U)"),
+    ("hiou", "hIoU"),
+    ("miou", "mIoU"),
+)
 
 
 @dataclass
@@ -245,6 +255,11 @@ def load_runs(metrics_path: Path) -> list[Run]:
     base["protocol"] = _text(choices.get("protocol"), _select(config, "protocol.name"), NONE)
     base["head"] = _text(_select(config, "teacher.head"), DEFAULT_HEAD)
     base["ablation"] = _text(choices.get("ablation"), overrides.get("ablation"), NONE)
+    if _select(config, "callbacks.drift_guard.enabled") is True:
+        base["ablation"] += GUARD
+    world = _text(choices.get("world"), overrides.get("world"), "default")
+    if world != "default":  # a widened shapes world is a dataset of its own
+        base["dataset"] = f"{base['dataset']}[{world}]"
     clip = _text(
         ckpt_choices.get("teacher"),
         choices.get("teacher"),
@@ -427,7 +442,7 @@ def table_ablation(runs: list[Run]) -> Table | None:
             stds.append(spread)
     columns = [label for _, label in ABLATION_METRICS]
     labels = ["Dataset", "CLIP", "Student", "Ablation", "Paper row", "Runs"]
-    title = "Ablations (Table 2a): mIoU(S), mIoU(U), hIoU, mean ± std over runs"
+    title = "Ablations (Table 2a): mIoU(S), mIoU(U), hIoU and mIoU, mean ± std over runs"
     return Table("table2a_ablation", title, labels, columns, rows, stds)
 
 
