@@ -218,3 +218,16 @@ def test_fallback_targets_on_one_batch() -> None:
     out = student.pseudo_targets(batch, logits)
     assert out[0, 0, 0] == 1
     assert (out[0, :, 20:] == TRIANGLE).all() and (out[0, 1, :20] == SQUARE).all()
+
+
+def test_after_falling_back_for_every_class_the_targets_are_the_teachers(tmp_path):
+    """Once every candidate has fallen back, self-training trains on exactly the targets that
+    teacher guidance (no switch) builds from the same batches."""
+    guarded = forced(tiny_student(backbone_stages=2), SQUARE)
+    _, spy = _fit(tmp_path / "g", guarded, DriftGuard(enabled=True, every_n_steps=1,
+                                                      probe_size=6, action="all"))  # fmt: skip
+    plain = forced(tiny_student(backbone_stages=2), SQUARE)
+    _, ref = _fit(tmp_path / "t", plain, DriftGuard(enabled=False), switch_step=1000)
+    assert len(spy.targets) == len(ref.targets) == 4
+    for got, want in zip(spy.targets, ref.targets, strict=True):
+        assert torch.equal(got, want)
