@@ -14,6 +14,12 @@ inputs) as markdown and CSV, atomically:
 - ``table3_by_clip``: mIoU by CLIP variant and method, datasets as columns (Tables 2b, 3);
 - ``table5_corruption``: mIoU by corruption x severity (and CLIP), one block per dataset and
   method (Tables 4-5); the clean runs fill the "None" row;
+- ``table2a_ablation``: training runs with an ``ablation=`` choice (Table 2a): mIoU(S),
+  mIoU(U), hIoU (and mIoU), mean +- standard deviation over the runs (seeds) of each row, by dataset
+  and CLIP, with their teacher (DenseCLIP) as the first row; self-training runs with
+  ``callbacks.drift_guard.enabled=true`` are a row of their own; these runs stay out of the
+  other tables (their DenseCLIP+ rows are not the paper's method). A shapes world widened
+  with ``world=`` is named ``shapes[<world>]``;
 - ``training_free``: runs under ``protocol=training_free``: mIoU on the 8 benchmarks (VOC21,
   PC60, Object, VOC20, PC59, Stuff, City, ADE) and their mean, by head and CLIP, with the
   published rows of every head beside them (``src/evaluation/benchmarks.py``); these runs stay
@@ -70,6 +76,21 @@ CLIP_ORDER = ("rn50", "rn101", "rn50x4", "rn50x16", "rn50x64", "vit_b32", "vit_b
 UNKNOWN = "-"
 DEFAULT_HEAD = "maskclip"  #: the teacher's head when the config names none (DenseCLIP's)
 TRAINING_FREE = "training_free"
+#: Table 2a's rows: the ``ablation=`` choice and the paper's name for it
+ABLATIONS = {
+    "text_classifier": "Adapted DeepLabv2 (seen only)",
+    "teacher_guidance": "+ DenseCLIP-Guided",
+    "self_training": "+ Self-Training",
+    "self_training+drift_guard": "+ Self-Training, drift guard",
+}
+GUARD = "+drift_guard"  #: appended to the ablation of runs with callbacks.drift_guard.enabled
+#: Table 2a's columns, and mIoU (the only score of annotation-free runs)
+ABLATION_METRICS = (
+    ("miou_seen", "mIoU(S)"),
+    ("miou_unseen", "mIoU(U)"),
+    ("hiou", "hIoU"),
+    ("miou", "mIoU"),
+)
 
 
 @dataclass
@@ -87,6 +108,7 @@ class Run:
     scores: dict[str, float | None] = field(default_factory=dict)
     protocol: str = NONE  #: the evaluation protocol (``protocol=``), ``none`` by default
     head: str = DEFAULT_HEAD  #: the teacher's dense head (``teacher.head``)
+    ablation: str = NONE  #: the ``ablation=`` choice of a training run (Table 2a)
 
 
 @dataclass
@@ -98,6 +120,8 @@ class Table:
     labels: list[str]
     columns: list[str]
     rows: list[tuple[list[str], list[tuple[float | None, int]]]]
+    #: per row and column, the standard deviation over the runs averaged (None: one run)
+    stds: list[list[float | None]] | None = None
 
     def __post_init__(self) -> None:  # drop label columns nobody filled (e.g. Student)
         keep = [i for i in range(len(self.labels)) if any(r[0][i] != UNKNOWN for r in self.rows)]
@@ -230,6 +254,12 @@ def load_runs(metrics_path: Path) -> list[Run]:
     base["corruption"], base["severity"] = _corruption(metrics, config, choices)
     base["protocol"] = _text(choices.get("protocol"), _select(config, "protocol.name"), NONE)
     base["head"] = _text(_select(config, "teacher.head"), DEFAULT_HEAD)
+    base["ablation"] = _text(choices.get("ablation"), overrides.get("ablation"), NONE)
+    if _select(config, "callbacks.drift_guard.enabled") is True:
+        base["ablation"] += GUARD
+    world = _text(choices.get("world"), overrides.get("world"), "default")
+    if world != "default":  # a widened shapes world is a dataset of its own
+        base["dataset"] = f"{base['dataset']}[{world}]"
     clip = _text(
         ckpt_choices.get("teacher"),
         choices.get("teacher"),
@@ -370,6 +400,52 @@ def table_training_free(runs: list[Run]) -> Table | None:
     return Table("training_free", title, ["Source", "Method", "CLIP", "Reference"], columns, rows)
 
 
+def _std(values: list[float]) -> float | None:
+    """The sample standard deviation (None for fewer than two values)."""
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def table_ablation(runs: list[Run]) -> Table | None:
+    """Table 2a's shape: mIoU(S), mIoU(U), hIoU (mean +- std over seeds) per ablation row,
+    by dataset and CLIP; the first row of each block is the teacher of those runs."""
+    ours = [r for r in runs if r.ablation in ABLATIONS and r.corruption == NONE]
+    if not ours:
+        return None
+    order = list(ABLATIONS)
+    keys = sorted(
+        {(r.dataset, r.setting, r.clip, r.student) for r in ours if r.method == "DenseCLIP+"},
+        key=lambda k: (k[0], _order(k[1], SETTING_ORDER), _order(k[2], CLIP_ORDER), k[3]),
+    )
+    rows: list[tuple[list[str], list[tuple[float | None, int]]]] = []
+    stds: list[list[float | None]] = []
+    for dataset, setting, clip, student in keys:
+        block = [r for r in ours if (r.dataset, r.setting, r.clip) == (dataset, setting, clip)]
+        teacher = [r for r in block if r.method == "DenseCLIP"]
+        lines = [("DenseCLIP (teacher)", "-", teacher)] + [
+            (ABLATIONS[a], a, [r for r in block if r.ablation == a and r.student == student])
+            for a in order
+        ]
+        for paper_row, ablation, members in lines:
+            if not members:
+                continue
+            values, spread = [], []
+            for key, _ in ABLATION_METRICS:
+                kept = [v for v in (r.scores.get(key) for r in members) if v is not None]
+                values.append((sum(kept) / len(kept), len(kept)) if kept else (None, 0))
+                spread.append(_std(kept))
+            who = UNKNOWN if ablation == "-" else student
+            labels = [dataset, clip, who, ablation, paper_row, str(len(members))]
+            rows.append((labels, values))
+            stds.append(spread)
+    columns = [label for _, label in ABLATION_METRICS]
+    labels = ["Dataset", "CLIP", "Student", "Ablation", "Paper row", "Runs"]
+    title = "Ablations (Table 2a): mIoU(S), mIoU(U), hIoU and mIoU, mean ± std over runs"
+    return Table("table2a_ablation", title, labels, columns, rows, stds)
+
+
 def _with_mean(values: list[tuple[float | None, int]]) -> list[tuple[float | None, int]]:
     """``values`` plus their mean (None unless every value is there)."""
     if any(v is None for v, _ in values):
@@ -393,10 +469,16 @@ def to_markdown(table: Table) -> str:
     header = table.labels + table.columns
     lines = [f"### {table.title}", "", "| " + " | ".join(header) + " |"]
     lines.append("|" + "---|" * len(table.labels) + "---:|" * len(table.columns))
-    for labels, values in table.rows:
-        cells = labels + [_number_text(v, n, markdown=True) for v, n in values]
+    for i, (labels, values) in enumerate(table.rows):
+        if table.stds is not None:
+            cells = labels + [
+                _number_text(v, 1, markdown=True) + ("" if sd is None else f" ± {100 * sd:.1f}")
+                for (v, _), sd in zip(values, table.stds[i], strict=True)
+            ]
+        else:
+            cells = labels + [_number_text(v, n, markdown=True) for v, n in values]
         lines.append("| " + " | ".join(cells) + " |")
-    if any(n > 1 for _, values in table.rows for _, n in values):
+    if table.stds is None and any(n > 1 for _, values in table.rows for _, n in values):
         lines += ["", "\\* mean of several runs (see runs.csv)."]
     return "\n".join(lines) + "\n"
 
@@ -413,7 +495,12 @@ def to_csv(table: Table) -> str:
         [*labels, *(_number_text(v, n, markdown=False) for v, n in values)]
         for labels, values in table.rows
     ]
-    return _csv_text([table.labels + table.columns, *rows])
+    header = table.labels + table.columns
+    if table.stds is not None:  # the standard deviations follow, one column each
+        header += [f"{c} std" for c in table.columns]
+        for row, spread in zip(rows, table.stds, strict=True):
+            row += [_number_text(sd, 1, markdown=False) for sd in spread]
+    return _csv_text([header, *rows])
 
 
 def runs_csv(runs: list[Run], relative_to: Path) -> str:
@@ -436,10 +523,11 @@ def collect(
     runs = [run for path in metrics_files for run in load_runs(path)]
     if not runs:
         raise UserError("none of the metrics.json files holds an mIoU", "pass eval or train runs")
-    plain = [r for r in runs if r.protocol != TRAINING_FREE]
+    plain = [r for r in runs if r.protocol != TRAINING_FREE and r.ablation not in ABLATIONS]
     tables = [
         t
         for t in (
+            table_ablation(runs),
             table_by_dataset(plain),
             table_by_clip(plain),
             table_corruption(plain),

@@ -23,6 +23,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from src.errors import UserError
 from src.student.callbacks import StepProgressBar
 from src.student.checkpoint import check_resumable, read_checkpoint
 from src.utils.task import (
@@ -80,6 +81,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.teacher, class_names=dm.teacher_class_names, cache_dir=cfg.paths.cache_dir, **extra
     )
     dm.set_normalization(teacher.mean, teacher.std)
+    if cfg.student.get("unlabelled") == "ignore" and dm.setting == "annotation_free":
+        raise UserError(
+            "student.unlabelled=ignore (ablation=text_classifier) leaves an annotation-free "
+            "run without a single label",
+            "use it with a zero-shot experiment (e.g. experiment=shapes_zero_shot)",
+        )
     student = instantiate(cfg.student, _partial_=True)(
         teacher=teacher,
         class_names=dm.class_names,

@@ -3,11 +3,13 @@ teacher, its validation, the teacher -> self-label switch and the training callb
 
 from src.student.callbacks import ValidateAtEnd, ValidationImages, ValidationReport
 from src.student.checkpoint import load_student
+from src.student.drift import DriftGuard
 from src.student.model import DenseClipPlus
 from src.student.switch import PseudoLabelSwitch
 
 __all__ = [
     "DenseClipPlus",
+    "DriftGuard",
     "PseudoLabelSwitch",
     "ValidateAtEnd",
     "ValidationImages",

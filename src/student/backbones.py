@@ -160,3 +160,48 @@ def build_backbone(
                 f"use a torchvision resnet{depth} state dict",
             )
     return ResNetBackbone(resnet, output_stride=output_stride, num_stages=num_stages)
+
+
+class ClipResNetBackbone(nn.Module):
+    """CLIP's own ResNet image encoder (open_clip ``ModifiedResNet``) as a trainable trunk:
+    the stem and layer1..4, without the attention pool (Figure 2's fine-tuning baseline).
+
+    ``output_stride`` 8 or 16 removes the average pools that stride layer3 / layer4 and
+    dilates the 3x3 convolutions after them (as a trous; CLIP's anti-aliasing pools make it
+    close to, not exactly, the original features); 32 keeps the encoder as trained.
+    """
+
+    def __init__(self, visual: nn.Module, *, output_stride: int = 8) -> None:
+        super().__init__()
+        if not all(hasattr(visual, n) for n in ("layer1", "layer4", "attnpool")):
+            raise UserError(
+                f"student.backbone=clip needs a ResNet CLIP, got a {type(visual).__name__}",
+                "use a ResNet teacher (rn50, tiny_shapes) or a torchvision backbone",
+            )
+        if output_stride not in (8, 16, 32):
+            raise UserError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
+        self.stem = nn.Sequential(
+            *(getattr(visual, n) for n in ("conv1", "bn1", "act1", "conv2", "bn2", "act2")),
+            *(getattr(visual, n) for n in ("conv3", "bn3", "act3", "avgpool")),
+        )
+        self.layer1, self.layer2 = visual.layer1, visual.layer2
+        self.layer3, self.layer4 = visual.layer3, visual.layer4
+        stages = {8: [self.layer3, self.layer4], 16: [self.layer4], 32: []}[output_stride]
+        current = 1
+        for stage in stages:
+            for i, block in enumerate(stage):
+                dilation = current if i == 0 else current * 2
+                _set_dilation(block.conv2, dilation)
+                if i == 0:
+                    block.avgpool = nn.Identity()
+                    if block.downsample is not None:
+                        block.downsample[0] = nn.Identity()  # its AvgPool2d (named "-1")
+            current *= 2
+        self.low_level_channels = int(self.layer1[-1].conv3.out_channels)
+        self.out_channels = int(self.layer4[-1].conv3.out_channels)
+        self.output_stride = output_stride
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """``images`` (B, 3, H, W) -> ``{"low": layer1 (H/4), "out": layer4 (H/os)}``."""
+        low = self.layer1(self.stem(images.to(self.stem[0].weight.dtype)))
+        return {"low": low, "out": self.layer4(self.layer3(self.layer2(low)))}

@@ -26,9 +26,9 @@ from torch import Tensor, nn
 
 from src.batch import BACKGROUND, CANDIDATES, IGNORE_INDEX, IMAGE, TARGET, UNLABELLED
 from src.errors import UserError
-from src.student.backbones import build_backbone
+from src.student.backbones import ClipResNetBackbone, build_backbone
 from src.student.decoders import build_head
-from src.student.targets import build_targets, random_crops
+from src.student.targets import build_targets, ignore_unlabelled, random_crops
 from src.student.validation import StudentValidation
 from src.teacher.model import DenseClipTeacher
 
@@ -36,10 +36,15 @@ log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("poly", "constant")
+UNLABELLED_MODES = ("teacher", "ignore")
 
 
 class StudentNet(nn.Module):
-    """Backbone + head + the text classifier (frozen text embeddings, learnable background)."""
+    """Backbone + head + the text classifier (frozen text embeddings, learnable background).
+
+    The backbone is a torchvision ResNet (``depth``, ``weights``), or, given ``visual``, CLIP's
+    own ResNet image encoder (a trainable copy, :class:`ClipResNetBackbone`).
+    """
 
     def __init__(
         self,
@@ -53,12 +58,17 @@ class StudentNet(nn.Module):
         head: str,
         head_channels: int,
         head_dilations: Sequence[int] | None = None,
+        visual: nn.Module | None = None,
     ) -> None:
         super().__init__()
         dim = int(text_embeddings.shape[1])
-        self.backbone = build_backbone(
-            depth=depth, weights=weights, output_stride=output_stride, num_stages=num_stages
-        )
+        self.backbone: nn.Module
+        if visual is not None:  # CLIP's own image encoder, fine-tuned (Figure 2's baseline)
+            self.backbone = ClipResNetBackbone(visual, output_stride=output_stride)
+        else:
+            self.backbone = build_backbone(
+                depth=depth, weights=weights, output_stride=output_stride, num_stages=num_stages
+            )
         self.head = build_head(
             name=head,
             in_channels=self.backbone.out_channels,
@@ -132,7 +142,10 @@ class DenseClipPlus(pl.LightningModule):
             the teacher's names, with ``"background"`` prepended when ``background``.
         background: whether the protocol counts background (learnable class 0).
         unseen_indices: the unseen classes (indices into ``class_names``) for the metrics.
-        backbone: ResNet depth (18, 34, 50, 101); ``backbone_weights``: imagenet/none/path.
+        backbone: ResNet depth (18, 34, 50, 101), or ``"clip"``: a trainable copy of the
+            teacher CLIP's own ResNet image encoder (Figure 2's fine-tuning baseline;
+            ``backbone_weights`` and ``backbone_stages`` do not apply); ``backbone_weights``:
+            imagenet/none/path.
         backbone_stages: ResNet stages kept (4: the whole trunk, the paper's; 2 or 3: a
             shallow, cheap trunk for CPU runs).
         head: ``deeplabv2`` | ``deeplabv3plus`` | ``pspnet``; ``head_channels`` for the latter.
@@ -147,6 +160,9 @@ class DenseClipPlus(pl.LightningModule):
         train_crop: train the student on a random ``train_crop`` square of each image while
             the teacher labels the whole image (cheaper steps, teacher labels with full
             context); ``None``: the student sees the whole image, as in the paper.
+        unlabelled: what the ``UNLABELLED`` pixels are trained on before the switch:
+            ``teacher`` (the paper's DenseCLIP guidance) or ``ignore`` (void: seen-only
+            training, Table 2a's first row). After the switch both take the self labels.
     """
 
     def __init__(
@@ -156,7 +172,7 @@ class DenseClipPlus(pl.LightningModule):
         class_names: Sequence[str] | None = None,
         background: bool = False,
         unseen_indices: Sequence[int] = (),
-        backbone: int = 101,
+        backbone: int | str = 101,
         backbone_weights: str | None = "imagenet",
         output_stride: int = 8,
         backbone_stages: int = 4,
@@ -174,6 +190,7 @@ class DenseClipPlus(pl.LightningModule):
         ema_self_labels: bool = False,
         freeze_bn: bool = False,
         train_crop: int | None = None,
+        unlabelled: str = "teacher",
     ) -> None:
         super().__init__()
         if isinstance(teacher, Mapping):
@@ -188,6 +205,16 @@ class DenseClipPlus(pl.LightningModule):
             raise UserError(f"unknown lr schedule {schedule!r}", f"choose from {list(SCHEDULES)}")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise UserError(f"ema_decay must be in (0, 1) or null, got {ema_decay}")
+        if isinstance(backbone, str) and backbone != "clip":
+            raise UserError(
+                f"student.backbone must be a ResNet depth or clip, got {backbone!r}",
+                "use 18, 34, 50, 101 or clip (the teacher CLIP's image encoder, fine-tuned)",
+            )
+        if unlabelled not in UNLABELLED_MODES:
+            raise UserError(
+                f"student.unlabelled must be one of {list(UNLABELLED_MODES)}, got {unlabelled!r}",
+                "use teacher (the paper) or ignore (seen-only training)",
+            )
         if train_crop is not None and int(train_crop) < 8:
             raise UserError(f"train_crop must be at least 8 pixels or null, got {train_crop}")
         offset = 1 if background else 0
@@ -215,13 +242,14 @@ class DenseClipPlus(pl.LightningModule):
         self.net = StudentNet(
             text_embeddings=teacher.text_embeddings,
             background=background,
-            depth=backbone,
+            depth=0 if backbone == "clip" else int(backbone),
             weights=backbone_weights,
             output_stride=output_stride,
             num_stages=backbone_stages,
             head=head,
             head_channels=head_channels,
             head_dilations=None if head_dilations is None else list(head_dilations),
+            visual=teacher.trainable_visual() if backbone == "clip" else None,
         )
         self.ema: torch.optim.swa_utils.AveragedModel | None = None
         if ema_decay is not None:
@@ -234,6 +262,9 @@ class DenseClipPlus(pl.LightningModule):
             self.ema.eval()
         #: teacher labels (False) or the student's own labels (True); set by PseudoLabelSwitch
         self.self_training = False
+        #: classes whose unlabelled pixels keep the teacher's label during self-training (set
+        #: by :class:`~src.student.drift.DriftGuard` when the student's labels drift)
+        self.teacher_classes: list[int] = []
         self.validation = StudentValidation(
             class_names=names, unseen_indices=[int(i) for i in unseen_indices]
         )
@@ -363,6 +394,8 @@ class DenseClipPlus(pl.LightningModule):
         if not bool((target == UNLABELLED).any()):
             return target
         if not self.self_training:
+            if self.hparams.get("unlabelled", "teacher") == "ignore":
+                return ignore_unlabelled(target)
             scores = self.teacher_logits(batch[IMAGE], size=target.shape[-2:])
         elif self.ema is not None and self.hparams.ema_self_labels:
             with torch.no_grad():
@@ -371,7 +404,18 @@ class DenseClipPlus(pl.LightningModule):
             raise ValueError("self-training labels need the student's logits")
         else:
             scores = logits.detach()
-        return build_targets(target, batch[CANDIDATES], scores)
+        labels = build_targets(target, batch[CANDIDATES], scores)
+        if self.self_training and self.teacher_classes:  # the drift guard's fallback
+            teacher = build_targets(
+                target,
+                batch[CANDIDATES],
+                self.teacher_logits(batch[IMAGE], size=target.shape[-2:]),
+            )
+            keep = torch.zeros_like(teacher, dtype=torch.bool)
+            for c in self.teacher_classes:
+                keep |= teacher == c
+            labels = torch.where(keep & (target == UNLABELLED), teacher, labels)
+        return labels
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         images, target = batch[IMAGE], batch[TARGET]

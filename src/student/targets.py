@@ -26,6 +26,15 @@ def build_targets(target: Tensor, candidates: Tensor, scores: Tensor) -> Tensor:
     return torch.where(unlabelled, pseudo, target)
 
 
+def ignore_unlabelled(target: Tensor) -> Tensor:
+    """``target`` with its ``UNLABELLED`` pixels made void (255): seen-only training.
+
+    The paper's "adapted DeepLabv2" (Table 2a, first row): unseen pixels take no part in the
+    loss, so the text classifier learns the seen classes only.
+    """
+    return target.masked_fill(target == UNLABELLED, IGNORE_INDEX)
+
+
 def random_crops(images: Tensor, target: Tensor, size: int) -> tuple[Tensor, Tensor]:
     """One random ``size`` x ``size`` window per sample (the whole side where it is smaller)."""
     b, _, h, w = images.shape

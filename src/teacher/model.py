@@ -6,6 +6,7 @@ even inside a training model, and its forward runs under ``torch.no_grad()``.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -237,6 +238,13 @@ class DenseClipTeacher(pl.LightningModule):
             if vocab.single_names
             else F.normalize(torch.stack([emb[a:b].mean(dim=0) for a, b in spans]), dim=-1)
         )
+
+    def trainable_visual(self) -> torch.nn.Module:
+        """A trainable fp32 copy of CLIP's image encoder (Figure 2's fine-tuning baseline
+        starts from it); the teacher's own encoder stays frozen."""
+        visual = copy.deepcopy(self.clip.visual).float()
+        visual.requires_grad_(True)
+        return visual.train()
 
     def config(self) -> dict[str, Any]:
         """The keyword arguments that rebuild this teacher, its current vocabulary included

@@ -119,7 +119,18 @@ def log_hyperparameters(cfg: DictConfig, loggers: Sequence[Any]) -> None:
 
 
 #: config groups whose choices ``src.train`` and ``src.eval`` check before Hydra composes
-GROUPS = ("teacher", "data", "split", "student", "trainer", "experiment", "corruption", "logger")
+GROUPS = (
+    "teacher",
+    "data",
+    "split",
+    "student",
+    "trainer",
+    "experiment",
+    "world",
+    "ablation",
+    "corruption",
+    "logger",
+)
 
 
 def check_group_choices(argv: Sequence[str], groups: Sequence[str] = ("teacher",)) -> None:

@@ -1,0 +1,263 @@
+"""A guard against self-training drift: the student's own labels watched against the teacher's.
+
+Self-training (the paper's switch to the student's own labels after 10% of the steps) can
+drift with a weak teacher: a class's share of the self labels shrinks step after step until
+the student never predicts it. :class:`DriftGuard` (opt-in, ``callbacks.drift_guard``) labels a
+fixed probe set every ``every_n_steps`` steps once self-training is on, compares the student's
+labels with the teacher's on the probe's unlabelled pixels, logs ``drift/*`` and, when a class
+collapses, makes the student take the teacher's labels for that class (or every class) from
+then on (:attr:`~src.student.model.DenseClipPlus.teacher_classes`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import default_collate
+
+from src.batch import CANDIDATES, IGNORE_INDEX, IMAGE, TARGET, UNLABELLED
+from src.errors import UserError
+from src.student.targets import build_targets
+
+log = logging.getLogger(__name__)
+
+ACTIONS = ("class", "all")
+
+
+def label_statistics(student: Tensor, teacher: Tensor, num_classes: int) -> dict[str, Tensor]:
+    """Pixel shares and agreement of two label maps over the pixels both label.
+
+    ``student`` and ``teacher``: int64 label maps of one shape (void 255 anywhere is left out).
+    Returns ``student_share``, ``teacher_share`` ((num_classes,) fractions of the counted
+    pixels), ``agreement`` ((num_classes,): of the pixels the teacher gives class c, the
+    fraction the student gives c too; NaN where the teacher gives c none) and
+    ``agreement_all`` (the fraction of equal labels).
+    """
+    valid = (student != IGNORE_INDEX) & (teacher != IGNORE_INDEX)
+    s, t = student[valid], teacher[valid]
+    total = max(int(valid.sum()), 1)
+    s_count = torch.bincount(s, minlength=num_classes)[:num_classes].float()
+    t_count = torch.bincount(t, minlength=num_classes)[:num_classes].float()
+    same = torch.bincount(t[s == t], minlength=num_classes)[:num_classes].float()
+    agreement = torch.where(t_count > 0, same / t_count.clamp(min=1), torch.nan)
+    return {
+        "student_share": s_count / total,
+        "teacher_share": t_count / total,
+        "agreement": agreement,
+        "agreement_all": torch.tensor(float((s == t).sum()) / total),
+    }
+
+
+class DriftGuard(pl.Callback):
+    """Watch self-training on a fixed probe set; fall back to the teacher where it drifts.
+
+    The probe is the first ``probe_size`` samples of the training set, as the data module
+    draws them at epoch 0 (its augmentation is a function of the seed and the index, so a
+    resumed run rebuilds the same probe); the teacher labels its unlabelled pixels once. Every
+    ``every_n_steps`` optimizer steps while self-training, the student (EMA weights when it
+    takes its self labels from them) labels the probe in eval mode, and for each candidate
+    class c the guard logs ``drift/share/<c>`` (the student's pixel share),
+    ``drift/teacher_share/<c>``, ``drift/agreement/<c>`` (of the teacher's c pixels, the share
+    the student also calls c), ``drift/agreement``, ``drift/entropy`` (the student's mean
+    normalised entropy over the candidates) and ``drift/fallback_classes``.
+
+    A class collapses when the teacher gives it at least ``min_teacher_share`` of the probe's
+    unlabelled pixels and the student's share falls below ``share_ratio`` times the teacher's,
+    or its agreement falls below ``min_agreement``. Then ``action='class'`` makes the student
+    take the teacher's label on every unlabelled pixel the teacher gives that class;
+    ``action='all'`` takes the teacher's labels everywhere (self-training undone). Decisions
+    are permanent, logged, kept in :meth:`state_dict` (a resumed run keeps them) and taken on
+    process 0 and broadcast (every DDP process acts alike). ``enabled=False`` does nothing
+    (the paper's experiments).
+    """
+
+    def __init__(
+        self,
+        enabled: bool = False,
+        every_n_steps: int = 10,
+        probe_size: int = 32,
+        share_ratio: float = 0.5,
+        min_agreement: float = 0.25,
+        min_teacher_share: float = 0.02,
+        action: str = "class",
+    ) -> None:
+        super().__init__()
+        for name, value in (("every_n_steps", every_n_steps), ("probe_size", probe_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(
+                    f"drift_guard.{name} must be a positive integer, got {value!r}",
+                    f"set callbacks.drift_guard.{name} to e.g. {10 if 'every' in name else 32}",
+                )
+        for name, value in (
+            ("share_ratio", share_ratio),
+            ("min_agreement", min_agreement),
+            ("min_teacher_share", min_teacher_share),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise UserError(
+                    f"drift_guard.{name} must be a number in [0, 1], got {value!r}",
+                    f"set callbacks.drift_guard.{name} to a fraction",
+                )
+        if action not in ACTIONS:
+            raise UserError(
+                f"drift_guard.action must be one of {list(ACTIONS)}, got {action!r}",
+                "use class (teacher labels for the collapsed class) or all",
+            )
+        self.enabled = bool(enabled)
+        self.every_n_steps = int(every_n_steps)
+        self.probe_size = int(probe_size)
+        self.share_ratio = float(share_ratio)
+        self.min_agreement = float(min_agreement)
+        self.min_teacher_share = float(min_teacher_share)
+        self.action = action
+        #: classes (data-module indices) whose unlabelled pixels take the teacher's label
+        self.fallback_classes: list[int] = []
+        #: every decision: ``{"step", "class", "reason", "share", "teacher_share", "agreement"}``
+        self.decisions: list[dict[str, Any]] = []
+        self.last: dict[str, float] = {}  #: the metrics of the last check
+        self._probe: dict[str, Tensor] | None = None
+        self._teacher_labels: Tensor | None = None
+
+    # ------------------------------------------------------------------ probe
+    def _build_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loader = trainer.train_dataloader
+        dataset = getattr(loader, "dataset", None)
+        if dataset is None:
+            raise UserError(
+                "the drift guard needs a training DataLoader with a dataset to draw its probe",
+                "disable callbacks.drift_guard or train from a data module",
+            )
+        n = min(self.probe_size, len(dataset))
+        collate = getattr(loader, "collate_fn", None) or default_collate
+        batch = collate([dataset[i] for i in range(n)])
+        probe = {k: batch[k].to(pl_module.device) for k in (IMAGE, TARGET, CANDIDATES)}
+        if not bool((probe[TARGET] == UNLABELLED).any()):
+            log.warning("drift guard: the probe has no unlabelled pixel; nothing to watch")
+        with torch.no_grad():
+            scores = pl_module.teacher_logits(probe[IMAGE], size=probe[TARGET].shape[-2:])
+        self._probe = probe
+        self._teacher_labels = self._unlabelled_only(
+            build_targets(probe[TARGET], probe[CANDIDATES], scores), probe[TARGET]
+        )
+
+    @staticmethod
+    def _unlabelled_only(labels: Tensor, target: Tensor) -> Tensor:
+        return labels.masked_fill(target != UNLABELLED, IGNORE_INDEX)
+
+    @torch.no_grad()
+    def _student_scores(self, pl_module: Any) -> Tensor:
+        """The student's probe logits from the weights its self labels come from, eval mode."""
+        assert self._probe is not None
+        use_ema = pl_module.ema is not None and pl_module.hparams.get("ema_self_labels")
+        net = pl_module.ema.module if use_ema else pl_module.net
+        was_training = net.training
+        net.eval()
+        try:
+            images, target = self._probe[IMAGE], self._probe[TARGET]
+            logits = net(images)
+            return torch.nn.functional.interpolate(
+                logits, size=target.shape[-2:], mode="bilinear", align_corners=False
+            ).float()
+        finally:
+            net.train(was_training)
+
+    # ------------------------------------------------------------------ checks
+    def check(self, pl_module: Any, step: int) -> dict[str, float]:
+        """Label the probe with the student, compare with the teacher, decide; the metrics."""
+        if self._probe is None or self._teacher_labels is None:
+            raise RuntimeError("the drift guard's probe is built when training starts")
+        probe, teacher = self._probe, self._teacher_labels
+        scores = self._student_scores(pl_module)
+        student = self._unlabelled_only(
+            build_targets(probe[TARGET], probe[CANDIDATES], scores), probe[TARGET]
+        )
+        num_classes = scores.shape[1]
+        classes = sorted(int(c) for c in probe[CANDIDATES].any(dim=0).nonzero().flatten())
+        stats = label_statistics(student, teacher, num_classes)
+        names = list(getattr(pl_module, "class_names", [])) or [str(c) for c in range(num_classes)]
+        cand = probe[CANDIDATES].to(torch.bool)
+        masked = scores.masked_fill(~cand[:, :, None, None], float("-inf"))
+        prob = masked.softmax(dim=1)
+        ent = -(prob * prob.clamp(min=1e-12).log()).sum(dim=1)
+        unl = probe[TARGET] == UNLABELLED
+        k = max(int(cand.sum(dim=1).max()), 2)
+        entropy = float(ent[unl].mean() / math.log(k)) if bool(unl.any()) else 0.0
+
+        metrics: dict[str, float] = {
+            "drift/agreement": float(stats["agreement_all"]),
+            "drift/entropy": entropy,
+        }
+        new: list[dict[str, Any]] = []
+        for c in classes:
+            share, t_share = float(stats["student_share"][c]), float(stats["teacher_share"][c])
+            agree = float(stats["agreement"][c])
+            metrics[f"drift/share/{names[c]}"] = share
+            metrics[f"drift/teacher_share/{names[c]}"] = t_share
+            if not math.isnan(agree):
+                metrics[f"drift/agreement/{names[c]}"] = agree
+            if c in self.fallback_classes or t_share < self.min_teacher_share:
+                continue
+            reason = None
+            if share < self.share_ratio * t_share:
+                reason = f"share {share:.3f} < {self.share_ratio} x teacher's {t_share:.3f}"
+            elif not math.isnan(agree) and agree < self.min_agreement:
+                reason = f"agreement {agree:.3f} < {self.min_agreement}"
+            if reason is not None:
+                new.append({"step": int(step), "class": names[c], "index": c, "reason": reason,
+                            "share": share, "teacher_share": t_share, "agreement": agree})  # fmt: skip
+        if new:
+            targets = classes if self.action == "all" else [d["index"] for d in new]
+            self.fallback_classes = sorted(set(self.fallback_classes) | set(targets))
+            self.decisions.extend(new)
+            for d in new:
+                log.warning(
+                    "drift guard, step %d: class %s collapsed (%s); teacher labels for %s",
+                    step,
+                    d["class"],
+                    d["reason"],
+                    "every class" if self.action == "all" else d["class"],
+                )
+        metrics["drift/fallback_classes"] = float(len(self.fallback_classes))
+        self.last = metrics
+        return metrics
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.enabled:
+            return
+        if not hasattr(pl_module, "teacher_classes"):
+            raise UserError(
+                f"the drift guard needs a DenseClipPlus student, got {type(pl_module).__name__}",
+                "remove callbacks.drift_guard or train a DenseClipPlus",
+            )
+        self._build_probe(trainer, pl_module)
+        pl_module.teacher_classes = list(self.fallback_classes)  # restored on resume
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if not self.enabled or not getattr(pl_module, "self_training", False):
+            return
+        step = trainer.global_step
+        if step % self.every_n_steps:
+            return
+        metrics = self.check(pl_module, step)
+        state = trainer.strategy.broadcast(
+            (self.fallback_classes, self.decisions), src=0
+        )  # process 0 decides for all
+        self.fallback_classes, self.decisions = list(state[0]), list(state[1])
+        pl_module.teacher_classes = list(self.fallback_classes)
+        pl_module.log_dict(metrics, on_step=True, on_epoch=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"fallback_classes": list(self.fallback_classes), "decisions": list(self.decisions)}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        self.fallback_classes = [int(c) for c in state_dict.get("fallback_classes", [])]
+        self.decisions = [dict(d) for d in state_dict.get("decisions", [])]

@@ -1,0 +1,233 @@
+"""The drift guard: a constructed drift (a student forced to predict one unseen class) makes it
+fall back to the teacher for the collapsed class; a student that agrees with the teacher
+triggers nothing; its decisions survive a checkpoint."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import CSVLogger
+
+from src.batch import CANDIDATES, IMAGE, TARGET, UNLABELLED
+from src.errors import UserError
+from src.student import DriftGuard, PseudoLabelSwitch
+from src.student.drift import label_statistics
+from tests.student.fakes import ScenesData, quick_trainer, tiny_student
+
+# dataset classes: 0 background, 1 circle (seen), 2 square, 3 triangle (unseen candidates)
+SQUARE, TRIANGLE = 2, 3
+
+
+def teacher_pattern(images, size=None):
+    """Teacher scores (teacher space: circle, square, triangle): square left of x=20,
+    triangle from x=20 on; circle is the overall favourite (not a candidate)."""
+    h, w = size if size is not None else images.shape[-2:]
+    scores = torch.zeros(images.shape[0], 3, h, w)
+    scores[:, 0] = 5.0
+    scores[:, 1, :, :20] = 1.0
+    scores[:, 2, :, 20:] = 1.0
+    return scores
+
+
+def forced(student, cls: int | None):
+    """Make the student's net predict ``cls`` everywhere (None: the teacher's pattern), still
+    through its parameters (so training steps run)."""
+    original = student.net.forward
+
+    def forward(images):  # logits at the image's resolution: the pattern's edge stays exact
+        out = torch.nn.functional.interpolate(original(images), size=images.shape[-2:])
+        bias = torch.zeros_like(out)
+        if cls is None:
+            pattern = teacher_pattern(images, out.shape[-2:])
+            bias[:, 1:] = 10.0 * (pattern - pattern.amax(dim=1, keepdim=True) + 1)
+        else:
+            bias[:, cls] = 10.0
+        return out * 0.0 + bias
+
+    student.net.forward = forward
+    student.teacher.predict_logits = teacher_pattern
+    return student
+
+
+def test_label_statistics_exact() -> None:
+    v = 255
+    student = torch.tensor([[2, 2, 2, 3, v, 2]])
+    teacher = torch.tensor([[2, 3, 3, 3, 2, v]])
+    stats = label_statistics(student, teacher, 4)  # 4 pixels both label
+    assert stats["student_share"].tolist() == [0.0, 0.0, 0.75, 0.25]
+    assert stats["teacher_share"].tolist() == [0.0, 0.0, 0.25, 0.75]
+    agreement = stats["agreement"].tolist()
+    assert agreement[2:] == [1.0, pytest.approx(1 / 3)]
+    assert all(a != a for a in agreement[:2])  # NaN: the teacher gives them nothing
+    assert float(stats["agreement_all"]) == 0.5
+
+
+class Spy(pl.Callback):
+    """Records, per step, the guard's fallback classes and the training targets built."""
+
+    def __init__(self) -> None:
+        self.fallback: list[list[int]] = []
+        self.targets: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.fallback.append(list(module.teacher_classes))
+
+
+def _fit(tmp_path, student, guard, max_steps=4, switch_step=2, **kwargs):
+    spy = Spy()
+    original = student.pseudo_targets
+
+    def pseudo_targets(batch, logits=None):
+        out = original(batch, logits)
+        if student.trainer.training:
+            spy.targets.append(out.clone())
+        return out
+
+    student.pseudo_targets = pseudo_targets
+    logger = CSVLogger(tmp_path, name="", version="")
+    trainer = quick_trainer(
+        tmp_path, max_steps=max_steps, logger=logger, log_every_n_steps=1,
+        callbacks=[PseudoLabelSwitch(step=switch_step), guard, spy], **kwargs,
+    )  # fmt: skip
+    trainer.fit(student, datamodule=ScenesData(n_train=8, batch_size=4))
+    return trainer, spy
+
+
+def test_a_student_collapsed_onto_square_falls_back_to_the_teacher_for_triangle(tmp_path):
+    student = forced(tiny_student(backbone_stages=2), SQUARE)
+    guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6)
+    _, spy = _fit(tmp_path, student, guard)
+    # the first check, at the switch (step 2): triangle's share 0 against the teacher's 0.5
+    assert [(d["step"], d["class"], d["index"]) for d in guard.decisions] == [(2, "triangle", 3)]
+    assert guard.decisions[0]["share"] == 0.0 and guard.decisions[0]["teacher_share"] == 0.5
+    assert spy.fallback == [[], [], [3], [3]]
+    # before the switch: teacher labels; after: the student's square, but triangle wherever
+    # the teacher says triangle (x >= 20), so the targets equal the teacher's labels here
+    for step, target in enumerate(spy.targets):
+        hidden = ScenesData(8, 4, 4).train_dataloader()
+        batch = list(hidden)[step % 2]
+        unl = batch[TARGET] == UNLABELLED
+        assert unl.any()
+        left = torch.zeros_like(unl)
+        left[..., :20] = True
+        assert (target[unl & left] == SQUARE).all() and (target[unl & ~left] == TRIANGLE).all()
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    logged = {int(r["step"]): r for r in rows if r.get("drift/share/triangle")}
+    assert sorted(logged) == [2, 3]  # checked only while self-training
+    assert float(logged[2]["drift/share/triangle"]) == 0.0
+    assert float(logged[2]["drift/teacher_share/triangle"]) == 0.5
+    assert float(logged[2]["drift/share/square"]) == 1.0
+    assert float(logged[2]["drift/agreement/square"]) == 1.0
+    assert float(logged[2]["drift/agreement"]) == 0.5
+    assert float(logged[3]["drift/fallback_classes"]) == 1.0
+    assert "drift/share/circle" not in rows[0]  # only the candidates are watched
+
+
+def test_without_the_guard_the_collapsed_student_trains_on_its_own_square(tmp_path):
+    student = forced(tiny_student(backbone_stages=2), SQUARE)
+    _, spy = _fit(tmp_path, student, DriftGuard(enabled=False))
+    after = torch.cat([t.flatten() for t in spy.targets[2:]])
+    assert not (after == TRIANGLE).any() and (after == SQUARE).any()
+    assert spy.fallback == [[], [], [], []]
+
+
+def test_a_student_that_agrees_with_the_teacher_triggers_nothing(tmp_path):
+    student = forced(tiny_student(backbone_stages=2), None)
+    guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6)
+    _fit(tmp_path, student, guard)
+    assert guard.decisions == [] and guard.fallback_classes == []
+    assert guard.last["drift/agreement"] == 1.0 and guard.last["drift/fallback_classes"] == 0.0
+
+
+def test_action_all_takes_the_teacher_for_every_candidate(tmp_path):
+    student = forced(tiny_student(backbone_stages=2), SQUARE)
+    guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6, action="all")
+    _, spy = _fit(tmp_path, student, guard)
+    assert guard.fallback_classes == [SQUARE, TRIANGLE] and len(guard.decisions) == 1
+    assert spy.fallback[-1] == [SQUARE, TRIANGLE]
+
+
+def test_decisions_survive_a_checkpoint_round_trip(tmp_path):
+    student = forced(tiny_student(backbone_stages=2), SQUARE)
+    guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6)
+    trainer, _ = _fit(tmp_path / "a", student, guard)
+    ckpt = tmp_path / "step4.ckpt"
+    trainer.save_checkpoint(ckpt)
+    saved = torch.load(ckpt, weights_only=False)["callbacks"]
+    state = next(v for k, v in saved.items() if k.startswith("DriftGuard"))
+    assert state["fallback_classes"] == [3] and state["decisions"][0]["class"] == "triangle"
+
+    seen: list[list[int]] = []
+
+    class AtStart(pl.Callback):
+        def on_train_start(self, trainer, module):
+            seen.append(list(module.teacher_classes))
+
+    resumed = forced(tiny_student(backbone_stages=2), None)  # agrees: decides nothing new
+    fresh = DriftGuard(enabled=True, every_n_steps=1, probe_size=6)
+    trainer = quick_trainer(
+        tmp_path / "b", max_steps=6,
+        callbacks=[PseudoLabelSwitch(step=2), fresh, AtStart()],
+    )  # fmt: skip
+    trainer.fit(resumed, datamodule=ScenesData(n_train=8, batch_size=4), ckpt_path=ckpt)
+    assert seen == [[3]]  # pushed to the student before the first resumed step
+    assert fresh.decisions == guard.decisions and resumed.teacher_classes == [3]
+    assert DriftGuard().state_dict() == {"fallback_classes": [], "decisions": []}
+
+
+def test_a_disabled_guard_does_nothing(tmp_path):
+    student = forced(tiny_student(backbone_stages=2), SQUARE)
+    guard = DriftGuard(enabled=False, every_n_steps=1)
+    _fit(tmp_path, student, guard)
+    assert guard.decisions == [] and guard.last == {} and student.teacher_classes == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"every_n_steps": 0}, "drift_guard.every_n_steps must be a positive integer"),
+        ({"probe_size": 2.5}, "drift_guard.probe_size must be a positive integer"),
+        ({"share_ratio": 1.5}, r"drift_guard.share_ratio must be a number in \[0, 1\]"),
+        ({"action": "none"}, "drift_guard.action must be one of"),
+    ],
+)
+def test_bad_arguments_are_user_errors(kwargs, match) -> None:
+    with pytest.raises(UserError, match=match):
+        DriftGuard(enabled=True, **kwargs)
+
+
+def test_the_guard_needs_a_student() -> None:
+    with pytest.raises(UserError, match="needs a DenseClipPlus"):
+        DriftGuard(enabled=True).on_train_start(None, pl.LightningModule())  # type: ignore[arg-type]
+
+
+def test_fallback_targets_on_one_batch() -> None:
+    student = forced(tiny_student(backbone_stages=2), SQUARE)
+    target = torch.full((1, 2, 24), UNLABELLED)
+    target[0, 0, 0] = 1  # a seen pixel stays
+    batch = {IMAGE: torch.zeros(1, 3, 2, 24), TARGET: target,
+             CANDIDATES: torch.tensor([[False, False, True, True]])}  # fmt: skip
+    logits = torch.zeros(1, 4, 2, 24)
+    logits[:, SQUARE] = 1.0
+    student.self_training = True
+    assert (student.pseudo_targets(batch, logits)[target == UNLABELLED] == SQUARE).all()
+    student.teacher_classes = [TRIANGLE]
+    out = student.pseudo_targets(batch, logits)
+    assert out[0, 0, 0] == 1
+    assert (out[0, :, 20:] == TRIANGLE).all() and (out[0, 1, :20] == SQUARE).all()
+
+
+def test_after_falling_back_for_every_class_the_targets_are_the_teachers(tmp_path):
+    """Once every candidate has fallen back, self-training trains on exactly the targets that
+    teacher guidance (no switch) builds from the same batches."""
+    guarded = forced(tiny_student(backbone_stages=2), SQUARE)
+    _, spy = _fit(tmp_path / "g", guarded, DriftGuard(enabled=True, every_n_steps=1,
+                                                      probe_size=6, action="all"))  # fmt: skip
+    plain = forced(tiny_student(backbone_stages=2), SQUARE)
+    _, ref = _fit(tmp_path / "t", plain, DriftGuard(enabled=False), switch_step=1000)
+    assert len(spy.targets) == len(ref.targets) == 4
+    for got, want in zip(spy.targets, ref.targets, strict=True):
+        assert torch.equal(got, want)
