@@ -54,6 +54,30 @@ class ValidateAtEnd(pl.Callback):
 PANEL_TITLES = ("image", "teacher (DenseCLIP)", "student (DenseCLIP+)", "ground truth")
 
 
+class FlushDenormals(pl.Callback):
+    """Opt-in: while fitting, the CPU treats denormal floats (below about 1.2e-38) as zero
+    (:func:`torch.set_flush_denormal`, in every training process's main thread).
+
+    A network whose weights and gradients shrink towards zero can spend most of its CPU time
+    on denormal arithmetic: ``student=clip_finetune`` on the shapes world went from about 20 s
+    to 1.3 s a step (one thread; docs/ABLATIONS.md). Values that small become 0, so a run with
+    it is not bit-identical to one without it; off by default.
+    """
+
+    def __init__(self, enabled: bool = False) -> None:
+        self.enabled = enabled
+        self._active = False
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.enabled and stage == "fit":
+            self._active = torch.set_flush_denormal(True)  # False: this CPU cannot
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._active:
+            torch.set_flush_denormal(False)
+            self._active = False
+
+
 class ValidationImages(pl.Callback):
     """Save the first ``num_images`` validation samples of every validation run.
 

@@ -1,14 +1,17 @@
-"""ValidationImages writes image | teacher | student | ground truth panels; ValidateAtEnd."""
+"""ValidationImages writes image | teacher | student | ground truth panels; ValidateAtEnd;
+FlushDenormals."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import pytorch_lightning as pl
 import torch
 from PIL import Image
 
 from src.pictures.palette import colorize
 from src.pictures.panels import PALETTE, denormalise, panel
-from src.student.callbacks import ValidateAtEnd, ValidationImages
+from src.student.callbacks import FlushDenormals, ValidateAtEnd, ValidationImages
 from tests.student.fakes import Scenes, ScenesData, quick_trainer, tiny_student
 
 
@@ -51,3 +54,29 @@ def test_validate_at_end_scores_the_final_step(tmp_path) -> None:
     trainer = quick_trainer(tmp_path, max_steps=3, callbacks=[ValidateAtEnd()])
     trainer.fit(tiny_student(), datamodule=ScenesData())
     assert trainer.callback_metrics["val/step"] == 3 and trainer.global_step == 3
+
+
+class _SeesDenormals(pl.Callback):
+    """Records whether a denormal float survives arithmetic during the first training step."""
+
+    def __init__(self) -> None:
+        self.kept: list[bool] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        tiny = torch.tensor([1e-39], dtype=torch.float32)  # below float32's normal range
+        self.kept.append(bool((tiny * 1.0).item() != 0.0))
+
+
+def test_flush_denormals_only_while_fitting_and_only_when_enabled(tmp_path) -> None:
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush denormals (torch.set_flush_denormal: x86 with SSE3)")
+    tiny = torch.tensor([1e-39], dtype=torch.float32)
+    assert (tiny * 1.0).item() != 0.0  # denormals are kept outside of it
+    for enabled, kept in ((True, False), (False, True)):
+        probe = _SeesDenormals()
+        trainer = quick_trainer(
+            tmp_path / str(enabled), max_steps=1, callbacks=[FlushDenormals(enabled), probe]
+        )
+        trainer.fit(tiny_student(), datamodule=ScenesData(n_val=2, batch_size=2))
+        assert probe.kept == [kept]
+        assert (tiny * 1.0).item() != 0.0  # restored after fit
