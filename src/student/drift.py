@@ -75,6 +75,13 @@ class DriftGuard(pl.Callback):
     are permanent, logged, kept in :meth:`state_dict` (a resumed run keeps them) and taken on
     process 0 and broadcast (every DDP process acts alike). ``enabled=False`` does nothing
     (the paper's experiments).
+
+    ``hold_switch=True`` also checks *before* letting the switch through: when self-training
+    is due and some class would already count as collapsed, the student keeps the teacher's
+    labels (``drift/held`` 1), and the probe is checked again every ``every_n_steps`` steps
+    until no class is collapsed; then the switch goes through (a decision, logged and kept).
+    A student that never matches the teacher's class shares never self-trains. Measured in
+    docs/ABLATIONS.md (a weak teacher whose student collapses before the switch).
     """
 
     def __init__(
@@ -86,6 +93,7 @@ class DriftGuard(pl.Callback):
         min_agreement: float = 0.25,
         min_teacher_share: float = 0.02,
         action: str = "class",
+        hold_switch: bool = True,
     ) -> None:
         super().__init__()
         for name, value in (("every_n_steps", every_n_steps), ("probe_size", probe_size)):
@@ -116,11 +124,15 @@ class DriftGuard(pl.Callback):
         self.min_agreement = float(min_agreement)
         self.min_teacher_share = float(min_teacher_share)
         self.action = action
+        self.hold_switch = bool(hold_switch)
+        #: the switch went through (with ``hold_switch``, once no class was collapsed)
+        self.released = not self.hold_switch
         #: classes (data-module indices) whose unlabelled pixels take the teacher's label
         self.fallback_classes: list[int] = []
         #: every decision: ``{"step", "class", "reason", "share", "teacher_share", "agreement"}``
         self.decisions: list[dict[str, Any]] = []
         self.last: dict[str, float] = {}  #: the metrics of the last check
+        self.collapsed: list[str] = []  #: the classes the last check found collapsed
         self._probe: dict[str, Tensor] | None = None
         self._teacher_labels: Tensor | None = None
 
@@ -168,8 +180,11 @@ class DriftGuard(pl.Callback):
             net.train(was_training)
 
     # ------------------------------------------------------------------ checks
-    def check(self, pl_module: Any, step: int) -> dict[str, float]:
-        """Label the probe with the student, compare with the teacher, decide; the metrics."""
+    def check(self, pl_module: Any, step: int, *, decide: bool = True) -> dict[str, float]:
+        """Label the probe with the student, compare with the teacher, decide; the metrics.
+
+        ``decide=False`` only measures: the classes that count as collapsed are left in
+        :attr:`collapsed` and no fallback is taken."""
         if self._probe is None or self._teacher_labels is None:
             raise RuntimeError("the drift guard's probe is built when training starts")
         probe, teacher = self._probe, self._teacher_labels
@@ -211,7 +226,8 @@ class DriftGuard(pl.Callback):
             if reason is not None:
                 new.append({"step": int(step), "class": names[c], "index": c, "reason": reason,
                             "share": share, "teacher_share": t_share, "agreement": agree})  # fmt: skip
-        if new:
+        self.collapsed = [d["class"] for d in new]
+        if new and decide:
             targets = classes if self.action == "all" else [d["index"] for d in new]
             self.fallback_classes = sorted(set(self.fallback_classes) | set(targets))
             self.decisions.extend(new)
@@ -245,6 +261,11 @@ class DriftGuard(pl.Callback):
         if not self.enabled or not getattr(pl_module, "self_training", False):
             return
         step = trainer.global_step
+        if not self.released:  # the switch is due: hold it while a class is collapsed
+            self._hold_or_release(trainer, pl_module, step)
+            if not self.released:
+                pl_module.self_training = False
+                return
         if step % self.every_n_steps:
             return
         metrics = self.check(pl_module, step)
@@ -255,9 +276,40 @@ class DriftGuard(pl.Callback):
         pl_module.teacher_classes = list(self.fallback_classes)
         pl_module.log_dict(metrics, on_step=True, on_epoch=False)
 
+    def _hold_or_release(self, trainer: pl.Trainer, pl_module: Any, step: int) -> None:
+        """Self-training is due: check the probe (at once, then every ``every_n_steps``) and
+        let the switch through when no class is collapsed."""
+        first = not any(d.get("reason", "").startswith("switch held") for d in self.decisions)
+        if not first and step % self.every_n_steps:
+            return
+        metrics = self.check(pl_module, step, decide=False)
+        released = trainer.strategy.broadcast(not self.collapsed, src=0)  # process 0 decides
+        if released:
+            self.released = True
+            self.decisions.append({"step": int(step), "class": None, "index": None,
+                                   "reason": "switch released: no class collapsed"})  # fmt: skip
+            log.info("drift guard, step %d: no class collapsed; self-training starts", step)
+        elif first:
+            self.decisions.append({"step": int(step), "class": None, "index": None,
+                                   "reason": f"switch held: {', '.join(self.collapsed)} "
+                                             "collapsed"})  # fmt: skip
+            log.warning(
+                "drift guard, step %d: holding the switch to self-training (%s collapsed in "
+                "the student's labels); teacher labels until they recover",
+                step,
+                ", ".join(self.collapsed),
+            )
+        metrics["drift/held"] = 0.0 if released else 1.0
+        pl_module.log_dict(metrics, on_step=True, on_epoch=False)
+
     def state_dict(self) -> dict[str, Any]:
-        return {"fallback_classes": list(self.fallback_classes), "decisions": list(self.decisions)}
+        return {
+            "fallback_classes": list(self.fallback_classes),
+            "decisions": list(self.decisions),
+            "released": self.released,
+        }
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         self.fallback_classes = [int(c) for c in state_dict.get("fallback_classes", [])]
         self.decisions = [dict(d) for d in state_dict.get("decisions", [])]
+        self.released = bool(state_dict.get("released", not self.hold_switch))

@@ -36,10 +36,12 @@ def forced(student, cls: int | None):
     """Make the student's net predict ``cls`` everywhere (None: the teacher's pattern), still
     through its parameters (so training steps run)."""
     original = student.net.forward
+    student.forced_class = cls  # may be changed while training
 
     def forward(images):  # logits at the image's resolution: the pattern's edge stays exact
         out = torch.nn.functional.interpolate(original(images), size=images.shape[-2:])
         bias = torch.zeros_like(out)
+        cls = student.forced_class
         if cls is None:
             pattern = teacher_pattern(images, out.shape[-2:])
             bias[:, 1:] = 10.0 * (pattern - pattern.amax(dim=1, keepdim=True) + 1)
@@ -71,12 +73,14 @@ class Spy(pl.Callback):
     def __init__(self) -> None:
         self.fallback: list[list[int]] = []
         self.targets: list[torch.Tensor] = []
+        self.self_training: list[bool] = []
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self.fallback.append(list(module.teacher_classes))
+        self.self_training.append(bool(module.self_training))
 
 
-def _fit(tmp_path, student, guard, max_steps=4, switch_step=2, **kwargs):
+def _fit(tmp_path, student, guard, max_steps=4, switch_step=2, callbacks_extra=(), **kwargs):
     spy = Spy()
     original = student.pseudo_targets
 
@@ -90,7 +94,7 @@ def _fit(tmp_path, student, guard, max_steps=4, switch_step=2, **kwargs):
     logger = CSVLogger(tmp_path, name="", version="")
     trainer = quick_trainer(
         tmp_path, max_steps=max_steps, logger=logger, log_every_n_steps=1,
-        callbacks=[PseudoLabelSwitch(step=switch_step), guard, spy], **kwargs,
+        callbacks=[PseudoLabelSwitch(step=switch_step), guard, spy, *callbacks_extra], **kwargs,
     )  # fmt: skip
     trainer.fit(student, datamodule=ScenesData(n_train=8, batch_size=4))
     return trainer, spy
@@ -98,7 +102,7 @@ def _fit(tmp_path, student, guard, max_steps=4, switch_step=2, **kwargs):
 
 def test_a_student_collapsed_onto_square_falls_back_to_the_teacher_for_triangle(tmp_path):
     student = forced(tiny_student(backbone_stages=2), SQUARE)
-    guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6)
+    guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6, hold_switch=False)
     _, spy = _fit(tmp_path, student, guard)
     # the first check, at the switch (step 2): triangle's share 0 against the teacher's 0.5
     assert [(d["step"], d["class"], d["index"]) for d in guard.decisions] == [(2, "triangle", 3)]
@@ -137,14 +141,17 @@ def test_without_the_guard_the_collapsed_student_trains_on_its_own_square(tmp_pa
 def test_a_student_that_agrees_with_the_teacher_triggers_nothing(tmp_path):
     student = forced(tiny_student(backbone_stages=2), None)
     guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6)
-    _fit(tmp_path, student, guard)
-    assert guard.decisions == [] and guard.fallback_classes == []
+    _, spy = _fit(tmp_path, student, guard)
+    assert [(d["step"], d["reason"]) for d in guard.decisions] == [
+        (2, "switch released: no class collapsed")
+    ]
+    assert guard.fallback_classes == [] and spy.self_training == [False, False, True, True]
     assert guard.last["drift/agreement"] == 1.0 and guard.last["drift/fallback_classes"] == 0.0
 
 
 def test_action_all_takes_the_teacher_for_every_candidate(tmp_path):
     student = forced(tiny_student(backbone_stages=2), SQUARE)
-    guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6, action="all")
+    guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6, action="all", hold_switch=False)
     _, spy = _fit(tmp_path, student, guard)
     assert guard.fallback_classes == [SQUARE, TRIANGLE] and len(guard.decisions) == 1
     assert spy.fallback[-1] == [SQUARE, TRIANGLE]
@@ -152,7 +159,7 @@ def test_action_all_takes_the_teacher_for_every_candidate(tmp_path):
 
 def test_decisions_survive_a_checkpoint_round_trip(tmp_path):
     student = forced(tiny_student(backbone_stages=2), SQUARE)
-    guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6)
+    guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6, hold_switch=False)
     trainer, _ = _fit(tmp_path / "a", student, guard)
     ckpt = tmp_path / "step4.ckpt"
     trainer.save_checkpoint(ckpt)
@@ -167,7 +174,7 @@ def test_decisions_survive_a_checkpoint_round_trip(tmp_path):
             seen.append(list(module.teacher_classes))
 
     resumed = forced(tiny_student(backbone_stages=2), None)  # agrees: decides nothing new
-    fresh = DriftGuard(enabled=True, every_n_steps=1, probe_size=6)
+    fresh = DriftGuard(enabled=True, every_n_steps=1, probe_size=6, hold_switch=False)
     trainer = quick_trainer(
         tmp_path / "b", max_steps=6,
         callbacks=[PseudoLabelSwitch(step=2), fresh, AtStart()],
@@ -175,7 +182,7 @@ def test_decisions_survive_a_checkpoint_round_trip(tmp_path):
     trainer.fit(resumed, datamodule=ScenesData(n_train=8, batch_size=4), ckpt_path=ckpt)
     assert seen == [[3]]  # pushed to the student before the first resumed step
     assert fresh.decisions == guard.decisions and resumed.teacher_classes == [3]
-    assert DriftGuard().state_dict() == {"fallback_classes": [], "decisions": []}
+    assert DriftGuard().state_dict() == {"fallback_classes": [], "decisions": [], "released": False}
 
 
 def test_a_disabled_guard_does_nothing(tmp_path):
@@ -225,9 +232,50 @@ def test_after_falling_back_for_every_class_the_targets_are_the_teachers(tmp_pat
     teacher guidance (no switch) builds from the same batches."""
     guarded = forced(tiny_student(backbone_stages=2), SQUARE)
     _, spy = _fit(tmp_path / "g", guarded, DriftGuard(enabled=True, every_n_steps=1,
-                                                      probe_size=6, action="all"))  # fmt: skip
+                  probe_size=6, action="all", hold_switch=False))  # fmt: skip
     plain = forced(tiny_student(backbone_stages=2), SQUARE)
     _, ref = _fit(tmp_path / "t", plain, DriftGuard(enabled=False), switch_step=1000)
     assert len(spy.targets) == len(ref.targets) == 4
     for got, want in zip(spy.targets, ref.targets, strict=True):
         assert torch.equal(got, want)
+
+
+def test_the_switch_is_held_while_a_class_is_collapsed(tmp_path):
+    """hold_switch (the default): a student collapsed onto square at the switch keeps the
+    teacher's labels, exactly the targets of a run without the switch, and never self-trains."""
+    held = forced(tiny_student(backbone_stages=2), SQUARE)
+    guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6)
+    _, spy = _fit(tmp_path / "g", held, guard)
+    assert [(d["step"], d["reason"]) for d in guard.decisions] == [
+        (2, "switch held: triangle collapsed")
+    ]
+    assert not guard.released and guard.fallback_classes == []
+    assert spy.self_training == [False] * 4
+    plain = forced(tiny_student(backbone_stages=2), SQUARE)
+    _, ref = _fit(tmp_path / "t", plain, DriftGuard(enabled=False), switch_step=1000)
+    for got, want in zip(spy.targets, ref.targets, strict=True):
+        assert torch.equal(got, want)
+    rows = list(csv.DictReader(open(tmp_path / "g" / "metrics.csv")))
+    held_steps = {int(r["step"]): float(r["drift/held"]) for r in rows if r.get("drift/held")}
+    assert held_steps == {2: 1.0, 3: 1.0}
+
+
+def test_a_held_switch_goes_through_once_the_student_recovers(tmp_path):
+    student = forced(tiny_student(backbone_stages=2), SQUARE)
+
+    class Recover(pl.Callback):  # from step 4 on, the student labels as the teacher does
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if trainer.global_step == 4:
+                module.forced_class = None
+
+    guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6)
+    trainer, spy = _fit(tmp_path, student, guard, max_steps=6, callbacks_extra=[Recover()])
+    assert [(d["step"], d["reason"]) for d in guard.decisions] == [
+        (2, "switch held: triangle collapsed"),
+        (4, "switch released: no class collapsed"),
+    ]
+    assert spy.self_training == [False, False, False, False, True, True]
+    assert guard.released and guard.state_dict()["released"] is True
+    fresh = DriftGuard(enabled=True)
+    fresh.load_state_dict(guard.state_dict())
+    assert fresh.released and fresh.decisions == guard.decisions
