@@ -76,12 +76,13 @@ class DriftGuard(pl.Callback):
     process 0 and broadcast (every DDP process acts alike). ``enabled=False`` does nothing
     (the paper's experiments).
 
-    ``hold_switch=True`` also checks *before* letting the switch through: when self-training
+    ``hold_switch=True`` (opt-in) also checks *before* letting the switch through: when self-training
     is due and some class would already count as collapsed, the student keeps the teacher's
     labels (``drift/held`` 1), and the probe is checked again every ``every_n_steps`` steps
     until no class is collapsed; then the switch goes through (a decision, logged and kept).
     A student that never matches the teacher's class shares never self-trains. Measured in
-    docs/ABLATIONS.md (a weak teacher whose student collapses before the switch).
+    docs/ABLATIONS.md: it helps where the student has collapsed before the switch (a weak
+    teacher) and hurts where a student released early swaps classes later.
     """
 
     def __init__(
@@ -93,7 +94,7 @@ class DriftGuard(pl.Callback):
         min_agreement: float = 0.25,
         min_teacher_share: float = 0.02,
         action: str = "class",
-        hold_switch: bool = True,
+        hold_switch: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("every_n_steps", every_n_steps), ("probe_size", probe_size)):

@@ -142,10 +142,13 @@ def test_a_student_that_agrees_with_the_teacher_triggers_nothing(tmp_path):
     student = forced(tiny_student(backbone_stages=2), None)
     guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6)
     _, spy = _fit(tmp_path, student, guard)
-    assert [(d["step"], d["reason"]) for d in guard.decisions] == [
+    assert guard.decisions == [] and guard.fallback_classes == []
+    assert spy.self_training == [False, False, True, True]
+    held = DriftGuard(enabled=True, every_n_steps=1, probe_size=6, hold_switch=True)
+    _fit(tmp_path / "held", forced(tiny_student(backbone_stages=2), None), held)
+    assert [(d["step"], d["reason"]) for d in held.decisions] == [
         (2, "switch released: no class collapsed")
     ]
-    assert guard.fallback_classes == [] and spy.self_training == [False, False, True, True]
     assert guard.last["drift/agreement"] == 1.0 and guard.last["drift/fallback_classes"] == 0.0
 
 
@@ -182,7 +185,7 @@ def test_decisions_survive_a_checkpoint_round_trip(tmp_path):
     trainer.fit(resumed, datamodule=ScenesData(n_train=8, batch_size=4), ckpt_path=ckpt)
     assert seen == [[3]]  # pushed to the student before the first resumed step
     assert fresh.decisions == guard.decisions and resumed.teacher_classes == [3]
-    assert DriftGuard().state_dict() == {"fallback_classes": [], "decisions": [], "released": False}
+    assert DriftGuard().state_dict() == {"fallback_classes": [], "decisions": [], "released": True}
 
 
 def test_a_disabled_guard_does_nothing(tmp_path):
@@ -241,10 +244,10 @@ def test_after_falling_back_for_every_class_the_targets_are_the_teachers(tmp_pat
 
 
 def test_the_switch_is_held_while_a_class_is_collapsed(tmp_path):
-    """hold_switch (the default): a student collapsed onto square at the switch keeps the
-    teacher's labels, exactly the targets of a run without the switch, and never self-trains."""
+    """hold_switch: a student collapsed onto square at the switch keeps the teacher's labels,
+    exactly the targets of a run without the switch, and never self-trains."""
     held = forced(tiny_student(backbone_stages=2), SQUARE)
-    guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6)
+    guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6, hold_switch=True)
     _, spy = _fit(tmp_path / "g", held, guard)
     assert [(d["step"], d["reason"]) for d in guard.decisions] == [
         (2, "switch held: triangle collapsed")
@@ -268,7 +271,7 @@ def test_a_held_switch_goes_through_once_the_student_recovers(tmp_path):
             if trainer.global_step == 4:
                 module.forced_class = None
 
-    guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6)
+    guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6, hold_switch=True)
     trainer, spy = _fit(tmp_path, student, guard, max_steps=6, callbacks_extra=[Recover()])
     assert [(d["step"], d["reason"]) for d in guard.decisions] == [
         (2, "switch held: triangle collapsed"),
@@ -276,6 +279,6 @@ def test_a_held_switch_goes_through_once_the_student_recovers(tmp_path):
     ]
     assert spy.self_training == [False, False, False, False, True, True]
     assert guard.released and guard.state_dict()["released"] is True
-    fresh = DriftGuard(enabled=True)
+    fresh = DriftGuard(enabled=True, hold_switch=True)
     fresh.load_state_dict(guard.state_dict())
     assert fresh.released and fresh.decisions == guard.decisions
