@@ -109,7 +109,9 @@ def test_predict_writes_masks_overlays_and_legend_for_every_image_kind(tmp_path:
         ).astype(int)
         assert conf.shape == (3, h, w)
         assert np.abs(conf.sum(0) - 255).max() <= 2  # probabilities x 255 sum to 255
-        assert (conf.argmax(0) == mask).mean() > 0.98  # the mask is the most confident class
+        chosen = np.take_along_axis(conf, mask[None].astype(np.int64), axis=0)[0]
+        # the mask's class is the most confident one, up to the x255 rounding of the maps
+        assert (chosen >= conf.max(0) - 1).all()
     assert not (out / "notes_mask.png").exists()
 
 
