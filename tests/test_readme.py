@@ -18,6 +18,7 @@ answers and are then stopped with Ctrl-C. Long commands (``make demo``) run in t
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import re
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,8 +129,13 @@ def produces(command: Command) -> set[tuple[str, str]]:
     return {(words[2][4:], "multiruns" if "-m" in words[3:] else "runs")}
 
 
-def skip_reason(command: Command, earlier: list[Command]) -> str | None:
+def skip_reason(command: Command, earlier: Sequence[Command]) -> str | None:
     """Why a test machine cannot run ``command`` as written (None: it can)."""
+    return _skip_reason(command, tuple(earlier))
+
+
+@functools.cache  # the earlier commands' own reasons are asked again for every later one
+def _skip_reason(command: Command, earlier: tuple[Command, ...]) -> str | None:
     words, line = command.words, command.line
     if not words:
         return "no command"
@@ -301,6 +308,8 @@ def serve(shell: str, root: Path, *, wait: float = 180.0) -> tuple[int, str, str
                 with urllib.request.urlopen(url, timeout=10) as response:
                     answered = response.status == 200 and b"<html" in response.read()[:2000].lower()
             except OSError:
+                pass  # not serving yet
+            if not answered:
                 time.sleep(0.5)
                 waited += 0.5
         exited_early = proc.poll() is not None

@@ -263,10 +263,10 @@ class DriftGuard(pl.Callback):
             return
         step = trainer.global_step
         if not self.released:  # the switch is due: hold it while a class is collapsed
-            self._hold_or_release(trainer, pl_module, step)
+            self._hold_or_release(trainer, pl_module, step)  # this step's check
             if not self.released:
                 pl_module.self_training = False
-                return
+            return
         if step % self.every_n_steps:
             return
         metrics = self.check(pl_module, step)
