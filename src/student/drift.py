@@ -6,7 +6,10 @@ the student never predicts it. :class:`DriftGuard` (opt-in, ``callbacks.drift_gu
 fixed probe set every ``every_n_steps`` steps once self-training is on, compares the student's
 labels with the teacher's on the probe's unlabelled pixels, logs ``drift/*`` and, when a class
 collapses, makes the student take the teacher's labels for that class (or every class) from
-then on (:attr:`~src.student.model.DenseClipPlus.teacher_classes`).
+then on (:attr:`~src.student.model.DenseClipPlus.teacher_classes`). By default it also holds
+the switch until the student has learned its teacher (every watched class's agreement at
+least ``release_agreement`` on ``release_checks`` checks in a row): self-training refines a
+student that reproduces its teacher, never one still learning it.
 """
 
 from __future__ import annotations
@@ -76,13 +79,14 @@ class DriftGuard(pl.Callback):
     process 0 and broadcast (every DDP process acts alike). ``enabled=False`` does nothing
     (the paper's experiments).
 
-    ``hold_switch=True`` (opt-in) also checks *before* letting the switch through: when self-training
-    is due and some class would already count as collapsed, the student keeps the teacher's
-    labels (``drift/held`` 1), and the probe is checked again every ``every_n_steps`` steps
-    until no class is collapsed; then the switch goes through (a decision, logged and kept).
-    A student that never matches the teacher's class shares never self-trains. Measured in
-    docs/ABLATIONS.md: it helps where the student has collapsed before the switch (a weak
-    teacher) and hurts where a student released early swaps classes later.
+    ``hold_switch=True`` (the default) also checks *before* letting the switch through: when
+    self-training is due, the student keeps the teacher's labels (``drift/held`` 1) until it
+    has learned them: on ``release_checks`` consecutive checks (``every_n_steps`` apart) no
+    class is collapsed and, of every watched class's teacher pixels, at least
+    ``release_agreement`` get the same label from the student. Then the switch goes through (a
+    decision, logged and kept). A student that never reproduces its teacher never self-trains
+    (its run is then exactly teacher guidance). ``release_agreement=0, release_checks=1``: let
+    it through at the first check where no class is collapsed. Measured in docs/ABLATIONS.md.
     """
 
     def __init__(
@@ -94,19 +98,26 @@ class DriftGuard(pl.Callback):
         min_agreement: float = 0.25,
         min_teacher_share: float = 0.02,
         action: str = "class",
-        hold_switch: bool = False,
+        hold_switch: bool = True,
+        release_agreement: float = 0.8,
+        release_checks: int = 3,
     ) -> None:
         super().__init__()
-        for name, value in (("every_n_steps", every_n_steps), ("probe_size", probe_size)):
+        for name, value, example in (
+            ("every_n_steps", every_n_steps, 10),
+            ("probe_size", probe_size, 32),
+            ("release_checks", release_checks, 3),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(
                     f"drift_guard.{name} must be a positive integer, got {value!r}",
-                    f"set callbacks.drift_guard.{name} to e.g. {10 if 'every' in name else 32}",
+                    f"set callbacks.drift_guard.{name} to e.g. {example}",
                 )
         for name, value in (
             ("share_ratio", share_ratio),
             ("min_agreement", min_agreement),
             ("min_teacher_share", min_teacher_share),
+            ("release_agreement", release_agreement),
         ):
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
                 raise UserError(
@@ -126,14 +137,20 @@ class DriftGuard(pl.Callback):
         self.min_teacher_share = float(min_teacher_share)
         self.action = action
         self.hold_switch = bool(hold_switch)
-        #: the switch went through (with ``hold_switch``, once no class was collapsed)
+        self.release_agreement = float(release_agreement)
+        self.release_checks = int(release_checks)
+        #: the switch went through (with ``hold_switch``, once the student learned the teacher)
         self.released = not self.hold_switch
+        #: consecutive passing checks while the switch is held
+        self.passes = 0
         #: classes (data-module indices) whose unlabelled pixels take the teacher's label
         self.fallback_classes: list[int] = []
         #: every decision: ``{"step", "class", "reason", "share", "teacher_share", "agreement"}``
         self.decisions: list[dict[str, Any]] = []
         self.last: dict[str, float] = {}  #: the metrics of the last check
         self.collapsed: list[str] = []  #: the classes the last check found collapsed
+        #: the last check's watched classes whose agreement is below ``release_agreement``
+        self.unlearned: list[str] = []
         self._probe: dict[str, Tensor] | None = None
         self._teacher_labels: Tensor | None = None
 
@@ -210,6 +227,7 @@ class DriftGuard(pl.Callback):
             "drift/entropy": entropy,
         }
         new: list[dict[str, Any]] = []
+        unlearned: list[str] = []
         for c in classes:
             share, t_share = float(stats["student_share"][c]), float(stats["teacher_share"][c])
             agree = float(stats["agreement"][c])
@@ -224,10 +242,13 @@ class DriftGuard(pl.Callback):
                 reason = f"share {share:.3f} < {self.share_ratio} x teacher's {t_share:.3f}"
             elif not math.isnan(agree) and agree < self.min_agreement:
                 reason = f"agreement {agree:.3f} < {self.min_agreement}"
+            if reason is None and not math.isnan(agree) and agree < self.release_agreement:
+                unlearned.append(f"{names[c]} {agree:.2f}")
             if reason is not None:
                 new.append({"step": int(step), "class": names[c], "index": c, "reason": reason,
                             "share": share, "teacher_share": t_share, "agreement": agree})  # fmt: skip
         self.collapsed = [d["class"] for d in new]
+        self.unlearned = unlearned
         if new and decide:
             targets = classes if self.action == "all" else [d["index"] for d in new]
             self.fallback_classes = sorted(set(self.fallback_classes) | set(targets))
@@ -279,38 +300,60 @@ class DriftGuard(pl.Callback):
 
     def _hold_or_release(self, trainer: pl.Trainer, pl_module: Any, step: int) -> None:
         """Self-training is due: check the probe (at once, then every ``every_n_steps``) and
-        let the switch through when no class is collapsed."""
+        let the switch through after ``release_checks`` passing checks in a row."""
         first = not any(d.get("reason", "").startswith("switch held") for d in self.decisions)
         if not first and step % self.every_n_steps:
             return
         metrics = self.check(pl_module, step, decide=False)
-        released = trainer.strategy.broadcast(not self.collapsed, src=0)  # process 0 decides
+        passed = not self.collapsed and not self.unlearned
+        self.passes = self.passes + 1 if passed else 0
+        released = trainer.strategy.broadcast(self.passes >= self.release_checks, src=0)
+        self.passes = trainer.strategy.broadcast(self.passes, src=0)  # process 0 decides
         if released:
             self.released = True
             self.decisions.append({"step": int(step), "class": None, "index": None,
-                                   "reason": "switch released: no class collapsed"})  # fmt: skip
-            log.info("drift guard, step %d: no class collapsed; self-training starts", step)
-        elif first:
-            self.decisions.append({"step": int(step), "class": None, "index": None,
-                                   "reason": f"switch held: {', '.join(self.collapsed)} "
-                                             "collapsed"})  # fmt: skip
-            log.warning(
-                "drift guard, step %d: holding the switch to self-training (%s collapsed in "
-                "the student's labels); teacher labels until they recover",
+                                   "reason": f"switch released: the student agrees with the "
+                                             f"teacher on {self.passes} checks in a row"})  # fmt: skip
+            log.info(
+                "drift guard, step %d: the student has learned the teacher; self-training starts",
                 step,
-                ", ".join(self.collapsed),
+            )
+        elif first:
+            why = [f"{c} collapsed" for c in self.collapsed] + [
+                f"agreement {u} < {self.release_agreement}" for u in self.unlearned
+            ]
+            self.decisions.append({"step": int(step), "class": None, "index": None,
+                                   "reason": "switch held: " + ("; ".join(why) or
+                                             "the first of the checks in a row")})  # fmt: skip
+            log.warning(
+                "drift guard, step %d: holding the switch to self-training (%s); teacher labels "
+                "until the student agrees with them on %d checks in a row",
+                step,
+                "; ".join(why) or "it agrees, on the first of the checks",
+                self.release_checks,
             )
         metrics["drift/held"] = 0.0 if released else 1.0
+        metrics["drift/release_passes"] = float(self.passes)
         pl_module.log_dict(metrics, on_step=True, on_epoch=False)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.enabled and self.hold_switch and not self.released and self.decisions:
+            log.warning(
+                "drift guard: the switch was held to the end (the student never agreed with the "
+                "teacher on %d checks in a row): this run trained on the teacher's labels only",
+                self.release_checks,
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "fallback_classes": list(self.fallback_classes),
             "decisions": list(self.decisions),
             "released": self.released,
+            "passes": self.passes,
         }
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         self.fallback_classes = [int(c) for c in state_dict.get("fallback_classes", [])]
         self.decisions = [dict(d) for d in state_dict.get("decisions", [])]
         self.released = bool(state_dict.get("released", not self.hold_switch))
+        self.passes = int(state_dict.get("passes", 0))

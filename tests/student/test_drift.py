@@ -140,16 +140,47 @@ def test_without_the_guard_the_collapsed_student_trains_on_its_own_square(tmp_pa
 
 def test_a_student_that_agrees_with_the_teacher_triggers_nothing(tmp_path):
     student = forced(tiny_student(backbone_stages=2), None)
-    guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6)
+    guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6, hold_switch=False)
     _, spy = _fit(tmp_path, student, guard)
     assert guard.decisions == [] and guard.fallback_classes == []
     assert spy.self_training == [False, False, True, True]
-    held = DriftGuard(enabled=True, every_n_steps=1, probe_size=6, hold_switch=True)
-    _fit(tmp_path / "held", forced(tiny_student(backbone_stages=2), None), held)
-    assert [(d["step"], d["reason"]) for d in held.decisions] == [
-        (2, "switch released: no class collapsed")
-    ]
     assert guard.last["drift/agreement"] == 1.0 and guard.last["drift/fallback_classes"] == 0.0
+
+
+def test_a_student_that_agrees_is_released_after_release_checks_in_a_row(tmp_path):
+    held = DriftGuard(enabled=True, every_n_steps=1, probe_size=6)  # holds, 3 checks in a row
+    _, spy = _fit(tmp_path, forced(tiny_student(backbone_stages=2), None), held, max_steps=6)
+    assert [(d["step"], d["reason"]) for d in held.decisions] == [
+        (2, "switch held: the first of the checks in a row"),
+        (4, "switch released: the student agrees with the teacher on 3 checks in a row"),
+    ]
+    assert spy.self_training == [False] * 4 + [True] * 2
+    at_once = DriftGuard(enabled=True, every_n_steps=1, probe_size=6, release_checks=1)
+    _, spy = _fit(tmp_path / "once", forced(tiny_student(backbone_stages=2), None), at_once)
+    assert [d["step"] for d in at_once.decisions] == [2] and spy.self_training[2:] == [True] * 2
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    passes = {int(r["step"]): float(r["drift/release_passes"]) for r in rows
+              if r.get("drift/release_passes")}  # fmt: skip
+    assert passes == {2: 1.0, 3: 2.0, 4: 3.0, 5: 3.0}  # Lightning repeats the last value
+
+
+def test_the_switch_waits_for_agreement_not_only_for_shares(tmp_path):
+    """A student that swaps the two unseen classes keeps the teacher's shares (no collapse) but
+    agrees on none of their pixels: the switch stays held."""
+    student = forced(tiny_student(backbone_stages=2), None)
+    swapped_forward = student.net.forward
+
+    def forward(images):  # square where the teacher says triangle and vice versa
+        return swapped_forward(images)[:, [0, 1, 3, 2]]
+
+    student.net.forward = forward
+    guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6, min_agreement=0.0)
+    _, spy = _fit(tmp_path, student, guard)
+    assert [(d["step"], d["reason"]) for d in guard.decisions] == [
+        (2, "switch held: agreement square 0.00 < 0.8; agreement triangle 0.00 < 0.8")
+    ]
+    assert guard.last["drift/share/square"] == guard.last["drift/teacher_share/square"] == 0.5
+    assert spy.self_training == [False] * 4 and not guard.released
 
 
 def test_action_all_takes_the_teacher_for_every_candidate(tmp_path):
@@ -185,7 +216,10 @@ def test_decisions_survive_a_checkpoint_round_trip(tmp_path):
     trainer.fit(resumed, datamodule=ScenesData(n_train=8, batch_size=4), ckpt_path=ckpt)
     assert seen == [[3]]  # pushed to the student before the first resumed step
     assert fresh.decisions == guard.decisions and resumed.teacher_classes == [3]
-    assert DriftGuard().state_dict() == {"fallback_classes": [], "decisions": [], "released": True}
+    assert DriftGuard().state_dict() == {
+        "fallback_classes": [], "decisions": [], "released": False, "passes": 0
+    }  # fmt: skip
+    assert DriftGuard(hold_switch=False).state_dict()["released"] is True
 
 
 def test_a_disabled_guard_does_nothing(tmp_path):
@@ -202,6 +236,8 @@ def test_a_disabled_guard_does_nothing(tmp_path):
         ({"probe_size": 2.5}, "drift_guard.probe_size must be a positive integer"),
         ({"share_ratio": 1.5}, r"drift_guard.share_ratio must be a number in \[0, 1\]"),
         ({"action": "none"}, "drift_guard.action must be one of"),
+        ({"release_checks": 0}, "drift_guard.release_checks must be a positive integer"),
+        ({"release_agreement": 2}, r"drift_guard.release_agreement must be a number in \[0, 1\]"),
     ],
 )
 def test_bad_arguments_are_user_errors(kwargs, match) -> None:
@@ -264,21 +300,28 @@ def test_the_switch_is_held_while_a_class_is_collapsed(tmp_path):
 
 
 def test_a_held_switch_goes_through_once_the_student_recovers(tmp_path):
+    """Released after 3 passing checks in a row: a student that passes once and collapses
+    again starts counting anew; the count and the release survive a checkpoint."""
     student = forced(tiny_student(backbone_stages=2), SQUARE)
+    plan = {4: None, 5: SQUARE, 6: None}  # after step N's batch, the student labels like this
 
-    class Recover(pl.Callback):  # from step 4 on, the student labels as the teacher does
+    class Recover(pl.Callback):
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            if trainer.global_step == 4:
-                module.forced_class = None
+            if trainer.global_step in plan:
+                module.forced_class = plan[trainer.global_step]
 
-    guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6, hold_switch=True)
-    trainer, spy = _fit(tmp_path, student, guard, max_steps=6, callbacks_extra=[Recover()])
+    guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6)
+    _, spy = _fit(tmp_path, student, guard, max_steps=10, callbacks_extra=[Recover()])
     assert [(d["step"], d["reason"]) for d in guard.decisions] == [
         (2, "switch held: triangle collapsed"),
-        (4, "switch released: no class collapsed"),
+        (8, "switch released: the student agrees with the teacher on 3 checks in a row"),
     ]
-    assert spy.self_training == [False, False, False, False, True, True]
+    assert spy.self_training == [False] * 8 + [True] * 2
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    passes = {int(r["step"]): float(r["drift/release_passes"]) for r in rows
+              if r.get("drift/release_passes")}  # fmt: skip
+    assert passes == {2: 0.0, 3: 0.0, 4: 1.0, 5: 0.0, 6: 1.0, 7: 2.0, 8: 3.0, 9: 3.0}
     assert guard.released and guard.state_dict()["released"] is True
-    fresh = DriftGuard(enabled=True, hold_switch=True)
+    fresh = DriftGuard(enabled=True)
     fresh.load_state_dict(guard.state_dict())
     assert fresh.released and fresh.decisions == guard.decisions
