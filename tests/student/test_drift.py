@@ -5,10 +5,13 @@ triggers nothing; its decisions survive a checkpoint."""
 from __future__ import annotations
 
 import csv
+import json
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from omegaconf import open_dict
 from pytorch_lightning.loggers import CSVLogger
 
 from src.batch import CANDIDATES, IMAGE, TARGET, UNLABELLED
@@ -325,3 +328,72 @@ def test_a_held_switch_goes_through_once_the_student_recovers(tmp_path):
     fresh = DriftGuard(enabled=True)
     fresh.load_state_dict(guard.state_dict())
     assert fresh.released and fresh.decisions == guard.decisions
+
+
+class RankSkewedGuard(DriftGuard):
+    """On process 1 the guard's own thresholds would never find a collapse (nor release a
+    held switch): whatever process 1 does must then come from process 0's broadcast. Each
+    process writes what it decided and trained on to ``dump/rank<N>.json``."""
+
+    def __init__(self, dump: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.dump, self.seen = Path(dump), []
+
+    def on_train_start(self, trainer, pl_module):
+        super().on_train_start(trainer, pl_module)
+        if trainer.global_rank == 1:
+            self.share_ratio, self.min_agreement, self.release_agreement = 0.0, 0.0, 1.0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.seen.append((list(pl_module.teacher_classes), bool(pl_module.self_training)))
+
+    def on_train_end(self, trainer, pl_module):
+        path = self.dump / f"rank{trainer.global_rank}.json"
+        path.write_text(json.dumps({"decisions": self.decisions, "seen": self.seen}))
+
+
+@pytest.mark.parametrize("hold_switch", [False, True], ids=["fallback", "hold"])
+def test_under_ddp_every_process_follows_process_0(tmp_path, hold_switch):
+    """trainer=ddp_sim (2 processes). Process 0 decides: without the hold a class collapses
+    wherever the student's labels differ from the teacher's at all (share_ratio 1,
+    min_agreement 1); with it the switch is released at the first check (nothing counts as
+    collapsed or unlearned). Process 1, whose
+    own thresholds would decide nothing (or hold forever), takes the same decisions and
+    trains on the same labels at every step."""
+    from src.train import train
+    from tests.test_train import compose_train
+
+    dump = tmp_path / "ranks"
+    dump.mkdir()
+    strict = 0.0 if hold_switch else 1.0
+    guard = {
+        "_target_": f"{__name__}.RankSkewedGuard", "dump": str(dump), "enabled": True,
+        "every_n_steps": 1, "probe_size": 4, "share_ratio": strict, "min_agreement": strict,
+        "hold_switch": hold_switch, "release_agreement": 0.0, "release_checks": 1,
+    }  # fmt: skip
+    cfg = compose_train(
+        tmp_path / "run",
+        "trainer=ddp_sim",
+        "split=supervised",
+        "data.setting=zero_shot",
+        "data.unseen_classes=[square,triangle]",
+        "callbacks.pseudo_label_switch.enabled=true",
+        "callbacks.pseudo_label_switch.step=1",
+        "trainer.max_steps=4",
+        "callbacks.validation_images.num_images=0",
+        "teacher=tiny_shapes",
+    )  # fmt: skip  (the shipped shapes CLIP: its labels give the probe both unseen classes)
+    with open_dict(cfg):
+        cfg.callbacks.drift_guard = guard
+    train(cfg)
+    ranks = [json.loads((dump / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1]
+    decisions, seen = ranks[0]["decisions"], ranks[0]["seen"]
+    assert [s[1] for s in seen] == [False, True, True, True]  # self-training from step 1
+    if hold_switch:
+        assert [(d["step"], d["reason"][:15]) for d in decisions] == [(1, "switch released")]
+        assert seen[-1][0] == []
+    else:  # process 0's collapses (from the switch on), followed on both processes
+        assert decisions and decisions[0]["step"] == 1
+        for step, (fallback, _) in enumerate(seen):
+            assert fallback == sorted({d["index"] for d in decisions if d["step"] <= step})
