@@ -84,6 +84,32 @@ ABLATIONS = {
     "self_training+drift_guard": "+ Self-Training, drift guard",
 }
 GUARD = "+drift_guard"  #: appended to the ablation of runs with callbacks.drift_guard.enabled
+
+
+def _is_ablation(ablation: str) -> bool:
+    """A Table 2a row: one of :data:`ABLATIONS`, or a guard with options of its own."""
+    return ablation.split("(")[0] in ABLATIONS
+
+
+def _paper_row(ablation: str) -> str:
+    base = ablation.split("(")[0]
+    return ABLATIONS[base] + ablation[len(base) :].replace("(", " (")
+
+
+def _guard_label(guard: Any) -> str:
+    """``+drift_guard``, with the options a run set away from the shipped defaults
+    (conf/callbacks/default.yaml), e.g. ``+drift_guard(hold_switch=false)``."""
+    shipped = yaml.safe_load((ROOT / "conf" / "callbacks" / "default.yaml").read_text())
+    defaults = shipped.get("drift_guard") or {}
+    options = guard if isinstance(guard, Mapping) else {}
+    changed = [
+        f"{key}={json.dumps(value)}"
+        for key, value in sorted(options.items())
+        if key not in ("enabled", "_target_") and key in defaults and value != defaults[key]
+    ]
+    return GUARD + (f"({','.join(changed)})" if changed else "")
+
+
 #: Table 2a's columns, and mIoU (the only score of annotation-free runs)
 ABLATION_METRICS = (
     ("miou_seen", "mIoU(S)"),
@@ -256,7 +282,7 @@ def load_runs(metrics_path: Path) -> list[Run]:
     base["head"] = _text(_select(config, "teacher.head"), DEFAULT_HEAD)
     base["ablation"] = _text(choices.get("ablation"), overrides.get("ablation"), NONE)
     if _select(config, "callbacks.drift_guard.enabled") is True:
-        base["ablation"] += GUARD
+        base["ablation"] += _guard_label(_select(config, "callbacks.drift_guard"))
     world = _text(choices.get("world"), overrides.get("world"), "default")
     if world != "default":  # a widened shapes world is a dataset of its own
         base["dataset"] = f"{base['dataset']}[{world}]"
@@ -411,10 +437,10 @@ def _std(values: list[float]) -> float | None:
 def table_ablation(runs: list[Run]) -> Table | None:
     """Table 2a's shape: mIoU(S), mIoU(U), hIoU (mean +- std over seeds) per ablation row,
     by dataset and CLIP; the first row of each block is the teacher of those runs."""
-    ours = [r for r in runs if r.ablation in ABLATIONS and r.corruption == NONE]
+    ours = [r for r in runs if _is_ablation(r.ablation) and r.corruption == NONE]
     if not ours:
         return None
-    order = list(ABLATIONS)
+    order = list(ABLATIONS) + sorted({r.ablation for r in ours} - set(ABLATIONS))
     keys = sorted(
         {(r.dataset, r.setting, r.clip, r.student) for r in ours if r.method == "DenseCLIP+"},
         key=lambda k: (k[0], _order(k[1], SETTING_ORDER), _order(k[2], CLIP_ORDER), k[3]),
@@ -425,7 +451,7 @@ def table_ablation(runs: list[Run]) -> Table | None:
         block = [r for r in ours if (r.dataset, r.setting, r.clip) == (dataset, setting, clip)]
         teacher = [r for r in block if r.method == "DenseCLIP"]
         lines = [("DenseCLIP (teacher)", "-", teacher)] + [
-            (ABLATIONS[a], a, [r for r in block if r.ablation == a and r.student == student])
+            (_paper_row(a), a, [r for r in block if r.ablation == a and r.student == student])
             for a in order
         ]
         for paper_row, ablation, members in lines:
@@ -523,7 +549,7 @@ def collect(
     runs = [run for path in metrics_files for run in load_runs(path)]
     if not runs:
         raise UserError("none of the metrics.json files holds an mIoU", "pass eval or train runs")
-    plain = [r for r in runs if r.protocol != TRAINING_FREE and r.ablation not in ABLATIONS]
+    plain = [r for r in runs if r.protocol != TRAINING_FREE and not _is_ablation(r.ablation)]
     tables = [
         t
         for t in (

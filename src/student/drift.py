@@ -283,7 +283,7 @@ class DriftGuard(pl.Callback):
         if not self.enabled or not getattr(pl_module, "self_training", False):
             return
         step = trainer.global_step
-        if not self.released:  # the switch is due: hold it while a class is collapsed
+        if not self.released:  # the switch is due: held until the student has learned the teacher
             self._hold_or_release(trainer, pl_module, step)  # this step's check
             if not self.released:
                 pl_module.self_training = False
@@ -307,8 +307,9 @@ class DriftGuard(pl.Callback):
         metrics = self.check(pl_module, step, decide=False)
         passed = not self.collapsed and not self.unlearned
         self.passes = self.passes + 1 if passed else 0
-        released = trainer.strategy.broadcast(self.passes >= self.release_checks, src=0)
-        self.passes = trainer.strategy.broadcast(self.passes, src=0)  # process 0 decides
+        self.passes, released = trainer.strategy.broadcast(
+            (self.passes, self.passes >= self.release_checks), src=0
+        )  # process 0 decides for all
         if released:
             self.released = True
             self.decisions.append({"step": int(step), "class": None, "index": None,

@@ -50,8 +50,13 @@ def test_cpu_smoke_run_writes_a_gpu_section_and_keeps_other_keys(bench_gpu, tmp_
     assert bench_gpu.main(["--device", "cpu", "--quick", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["machine"] == {"cores": 2} and data["gpu"]["device"] == "cpu"
-    (teacher,) = data["gpu"]["teacher"]
-    assert teacher["teacher_images_per_s"] > 0 and teacher["encode_image_images_per_s"] > 0
+    teachers = data["gpu"]["teacher"]  # one row per head of the ViT teacher
+    assert [t["head"] for t in teachers] == bench_gpu.teacher_heads_for("dc-test-vit")
+    for teacher in teachers:
+        if teacher["head"] == "proxyclip" and "error" in teacher:  # no DINO weights offline
+            assert "teacher.proxy_weights" in teacher["error"]
+            continue
+        assert teacher["teacher_images_per_s"] > 0 and teacher["encode_image_images_per_s"] > 0
     (student,) = data["gpu"]["student"]
     assert student["step_ms"] > 0 and student["tflops_per_step"] > 0 and student["mfu"] is None
     assert "## GPU: cpu" in (tmp_path / "BENCHMARKS.md").read_text()

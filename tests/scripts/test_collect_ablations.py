@@ -77,6 +77,13 @@ def test_guarded_runs_and_widened_worlds_are_rows_and_blocks_of_their_own(tmp_pa
     for name, ablation, guard, world, miou in [
         ("a", "self_training", False, "rotation45", 0.20),
         ("b", "self_training", True, "rotation45", 0.45),
+        (
+            "e",
+            "self_training",
+            {"enabled": True, "hold_switch": False, "every_n_steps": 10, "release_checks": 1},
+            "rotation45",
+            0.15,
+        ),  # fmt: skip
         ("c", "teacher_guidance", False, "rotation45", 0.50),
         ("d", "teacher_guidance", False, "default", 0.90),
     ]:
@@ -87,7 +94,9 @@ def test_guarded_runs_and_widened_worlds_are_rows_and_blocks_of_their_own(tmp_pa
         hydra["hydra"]["runtime"]["choices"] |= {"ablation": ablation, "world": world}
         (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
         config = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
-        config["callbacks"] = {"drift_guard": {"enabled": guard}}
+        config["callbacks"] = {
+            "drift_guard": guard if isinstance(guard, dict) else {"enabled": guard}
+        }
         (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     cr.collect([tmp_path], tmp_path / "out")
     rows = list(csv.reader((tmp_path / "out" / "table2a_ablation.csv").open()))[1:]
@@ -99,4 +108,10 @@ def test_guarded_runs_and_widened_worlds_are_rows_and_blocks_of_their_own(tmp_pa
         ("shapes[rotation45]", "teacher_guidance", "50.00"),
         ("shapes[rotation45]", "self_training", "20.00"),
         ("shapes[rotation45]", "self_training+drift_guard", "45.00"),
+        # options away from the shipped guard make a row of their own (every_n_steps is not)
+        (
+            "shapes[rotation45]",
+            "self_training+drift_guard(hold_switch=false,release_checks=1)",
+            "15.00",
+        ),  # fmt: skip
     ]
