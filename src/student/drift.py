@@ -3,13 +3,14 @@
 Self-training (the paper's switch to the student's own labels after 10% of the steps) can
 drift with a weak teacher: a class's share of the self labels shrinks step after step until
 the student never predicts it. :class:`DriftGuard` (opt-in, ``callbacks.drift_guard``) labels a
-fixed probe set every ``every_n_steps`` steps once self-training is on, compares the student's
-labels with the teacher's on the probe's unlabelled pixels, logs ``drift/*`` and, when a class
-collapses, makes the student take the teacher's labels for that class (or every class) from
-then on (:attr:`~src.student.model.DenseClipPlus.teacher_classes`). By default it also holds
-the switch until the student has learned its teacher (every watched class's agreement at
-least ``release_agreement`` on ``release_checks`` checks in a row): self-training refines a
-student that reproduces its teacher, never one still learning it.
+fixed probe set every ``every_n_steps`` steps once self-training is due and compares the
+student's labels with the teacher's on the probe's unlabelled pixels (``drift/*``). By default
+it first holds the switch until the student has learned its teacher (every watched class's
+agreement at least ``release_agreement`` on ``release_checks`` checks in a row:
+:attr:`~src.student.model.DenseClipPlus.self_training_held`): self-training refines a student
+that reproduces its teacher, never one still learning it. After the release, when a class
+collapses, the student takes the teacher's labels for that class (or every class) from then on
+(:attr:`~src.student.model.DenseClipPlus.teacher_classes`).
 """
 
 from __future__ import annotations
@@ -79,14 +80,15 @@ class DriftGuard(pl.Callback):
     process 0 and broadcast (every DDP process acts alike). ``enabled=False`` does nothing
     (the paper's experiments).
 
-    ``hold_switch=True`` (the default) also checks *before* letting the switch through: when
-    self-training is due, the student keeps the teacher's labels (``drift/held`` 1) until it
-    has learned them: on ``release_checks`` consecutive checks (``every_n_steps`` apart) no
-    class is collapsed and, of every watched class's teacher pixels, at least
-    ``release_agreement`` get the same label from the student. Then the switch goes through (a
-    decision, logged and kept). A student that never reproduces its teacher never self-trains
-    (its run is then exactly teacher guidance). ``release_agreement=0, release_checks=1``: let
-    it through at the first check where no class is collapsed. Measured in docs/ABLATIONS.md.
+    ``hold_switch=True`` (the default) also checks *before* letting the switch through: from the
+    step self-training is due, the student keeps the teacher's labels (``drift/held`` 1) until
+    it has learned them: on ``release_checks`` consecutive checks (at that step, then every
+    ``every_n_steps`` steps) no class is collapsed and, of every watched class's teacher
+    pixels, at least ``release_agreement`` get the same label from the student. Then the switch
+    goes through (a decision, logged and kept). A student that never reproduces its teacher
+    never self-trains (it trains on exactly teacher guidance's targets).
+    ``release_agreement=0, release_checks=1``: let it through at the first check where no
+    class is collapsed. Measured in docs/ABLATIONS.md.
     """
 
     def __init__(
@@ -143,6 +145,8 @@ class DriftGuard(pl.Callback):
         self.released = not self.hold_switch
         #: consecutive passing checks while the switch is held
         self.passes = 0
+        self.hold_start: int | None = None  #: the step the held switch was first due
+        self.last_check: int = -1  #: the step of the last check while held (not counted twice)
         #: classes (data-module indices) whose unlabelled pixels take the teacher's label
         self.fallback_classes: list[int] = []
         #: every decision: ``{"step", "class", "reason", "share", "teacher_share", "agreement"}``
@@ -276,6 +280,7 @@ class DriftGuard(pl.Callback):
             )
         self._build_probe(trainer, pl_module)
         pl_module.teacher_classes = list(self.fallback_classes)  # restored on resume
+        pl_module.self_training_held = not self.released  # whichever callback runs first
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -284,9 +289,8 @@ class DriftGuard(pl.Callback):
             return
         step = trainer.global_step
         if not self.released:  # the switch is due: held until the student has learned the teacher
-            self._hold_or_release(trainer, pl_module, step)  # this step's check
-            if not self.released:
-                pl_module.self_training = False
+            self._hold_or_release(trainer, pl_module, step)
+            pl_module.self_training_held = not self.released
             return
         if step % self.every_n_steps:
             return
@@ -301,15 +305,25 @@ class DriftGuard(pl.Callback):
     def _hold_or_release(self, trainer: pl.Trainer, pl_module: Any, step: int) -> None:
         """Self-training is due: check the probe (at once, then every ``every_n_steps``) and
         let the switch through after ``release_checks`` passing checks in a row."""
-        first = not any(d.get("reason", "").startswith("switch held") for d in self.decisions)
-        if not first and step % self.every_n_steps:
-            return
+        first = self.hold_start is None
+        if first:
+            self.hold_start = step
+        if (step - self.hold_start) % self.every_n_steps or step <= self.last_check:
+            return  # not a check step, or already counted (a run resumed at this step)
+        self.last_check = step
         metrics = self.check(pl_module, step, decide=False)
         passed = not self.collapsed and not self.unlearned
-        self.passes = self.passes + 1 if passed else 0
-        self.passes, released = trainer.strategy.broadcast(
-            (self.passes, self.passes >= self.release_checks), src=0
-        )  # process 0 decides for all
+        why = [f"{c} collapsed" for c in self.collapsed] + [
+            f"agreement {u} < {self.release_agreement}" for u in self.unlearned
+        ]
+        self.passes, released, why = trainer.strategy.broadcast(
+            (
+                self.passes + 1 if passed else 0,
+                self.passes + 1 >= self.release_checks and passed,
+                why,
+            ),
+            src=0,
+        )  # fmt: skip  (process 0 decides for all)
         if released:
             self.released = True
             self.decisions.append({"step": int(step), "class": None, "index": None,
@@ -320,9 +334,6 @@ class DriftGuard(pl.Callback):
                 step,
             )
         elif first:
-            why = [f"{c} collapsed" for c in self.collapsed] + [
-                f"agreement {u} < {self.release_agreement}" for u in self.unlearned
-            ]
             self.decisions.append({"step": int(step), "class": None, "index": None,
                                    "reason": "switch held: " + ("; ".join(why) or
                                              "the first of the checks in a row")})  # fmt: skip
@@ -351,10 +362,16 @@ class DriftGuard(pl.Callback):
             "decisions": list(self.decisions),
             "released": self.released,
             "passes": self.passes,
+            "hold_start": self.hold_start,
+            "last_check": self.last_check,
         }
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         self.fallback_classes = [int(c) for c in state_dict.get("fallback_classes", [])]
         self.decisions = [dict(d) for d in state_dict.get("decisions", [])]
-        self.released = bool(state_dict.get("released", not self.hold_switch))
+        # a run resumed with hold_switch=false is not held by its checkpoint
+        self.released = bool(state_dict.get("released", False)) or not self.hold_switch
         self.passes = int(state_dict.get("passes", 0))
+        start = state_dict.get("hold_start")
+        self.hold_start = None if start is None else int(start)
+        self.last_check = int(state_dict.get("last_check", -1))

@@ -262,6 +262,8 @@ class DenseClipPlus(pl.LightningModule):
             self.ema.eval()
         #: teacher labels (False) or the student's own labels (True); set by PseudoLabelSwitch
         self.self_training = False
+        #: the drift guard holds the switch: teacher labels although ``self_training`` is set
+        self.self_training_held = False
         #: classes whose unlabelled pixels keep the teacher's label during self-training (set
         #: by :class:`~src.student.drift.DriftGuard` when the student's labels drift)
         self.teacher_classes: list[int] = []
@@ -385,6 +387,11 @@ class DenseClipPlus(pl.LightningModule):
         )
 
     # ------------------------------------------------------------------ training
+    @property
+    def uses_self_labels(self) -> bool:
+        """Whether training targets come from the student: switched and not held."""
+        return bool(self.self_training and not self.self_training_held)
+
     def pseudo_targets(self, batch: Mapping[str, Any], logits: Tensor | None = None) -> Tensor:
         """The batch's training targets (teacher or self labels on UNLABELLED pixels).
 
@@ -393,7 +400,7 @@ class DenseClipPlus(pl.LightningModule):
         target = batch[TARGET]
         if not bool((target == UNLABELLED).any()):
             return target
-        if not self.self_training:
+        if not self.uses_self_labels:
             if self.hparams.get("unlabelled", "teacher") == "ignore":
                 return ignore_unlabelled(target)
             scores = self.teacher_logits(batch[IMAGE], size=target.shape[-2:])
@@ -405,7 +412,7 @@ class DenseClipPlus(pl.LightningModule):
         else:
             scores = logits.detach()
         labels = build_targets(target, batch[CANDIDATES], scores)
-        if self.self_training and self.teacher_classes:  # the drift guard's fallback
+        if self.uses_self_labels and self.teacher_classes:  # the drift guard's fallback
             teacher = build_targets(
                 target,
                 batch[CANDIDATES],
@@ -421,7 +428,7 @@ class DenseClipPlus(pl.LightningModule):
         images, target = batch[IMAGE], batch[TARGET]
         crop = self.hparams.get("train_crop")
         if crop:  # the teacher labels the whole image, the student learns on a crop of it
-            if not self.self_training:
+            if not self.uses_self_labels:
                 target = self.pseudo_targets(batch)
             images, target = random_crops(images, target, int(crop))
             batch = {**batch, IMAGE: images, TARGET: target}

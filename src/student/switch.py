@@ -88,7 +88,10 @@ class PseudoLabelSwitch(pl.Callback):
             self.switched = True
             log.info("step %d: switching to self-training", trainer.global_step)
         pl_module.self_training = self.switched
-        pl_module.log("train/self_training", float(self.switched), on_step=True, on_epoch=False)
+        held = bool(getattr(pl_module, "self_training_held", False))  # the drift guard's hold
+        pl_module.log(
+            "train/self_training", float(self.switched and not held), on_step=True, on_epoch=False
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"switch_step": self.switch_step, "switched": self.switched}
