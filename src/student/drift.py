@@ -101,7 +101,7 @@ class DriftGuard(pl.Callback):
         min_teacher_share: float = 0.02,
         action: str = "class",
         hold_switch: bool = True,
-        release_agreement: float = 0.8,
+        release_agreement: float = 0.9,
         release_checks: int = 3,
     ) -> None:
         super().__init__()

@@ -180,7 +180,7 @@ def test_the_switch_waits_for_agreement_not_only_for_shares(tmp_path):
     guard = DriftGuard(enabled=True, every_n_steps=1, probe_size=6, min_agreement=0.0)
     _, spy = _fit(tmp_path, student, guard)
     assert [(d["step"], d["reason"]) for d in guard.decisions] == [
-        (2, "switch held: agreement square 0.00 < 0.8; agreement triangle 0.00 < 0.8")
+        (2, "switch held: agreement square 0.00 < 0.9; agreement triangle 0.00 < 0.9")
     ]
     assert guard.last["drift/share/square"] == guard.last["drift/teacher_share/square"] == 0.5
     assert spy.self_training == [False] * 4 and not guard.released
