@@ -323,7 +323,7 @@ class DriftGuard(pl.Callback):
                 why,
             ),
             src=0,
-        )  # fmt: skip  (process 0 decides for all)
+        )  # process 0 decides for all
         if released:
             self.released = True
             self.decisions.append({"step": int(step), "class": None, "index": None,
