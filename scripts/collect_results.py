@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import json
 import math
@@ -96,11 +97,17 @@ def _paper_row(ablation: str) -> str:
     return ABLATIONS[base] + ablation[len(base) :].replace("(", " (")
 
 
+@functools.cache
+def _shipped_guard() -> dict[str, Any]:
+    """The drift guard's options as shipped (conf/callbacks/default.yaml), read once."""
+    shipped = yaml.safe_load((ROOT / "conf" / "callbacks" / "default.yaml").read_text())
+    return dict(shipped.get("drift_guard") or {})
+
+
 def _guard_label(guard: Any) -> str:
     """``+drift_guard``, with the options a run set away from the shipped defaults
     (conf/callbacks/default.yaml), e.g. ``+drift_guard(hold_switch=false)``."""
-    shipped = yaml.safe_load((ROOT / "conf" / "callbacks" / "default.yaml").read_text())
-    defaults = shipped.get("drift_guard") or {}
+    defaults = _shipped_guard()
     options = guard if isinstance(guard, Mapping) else {}
     changed = [
         f"{key}={json.dumps(value)}"
