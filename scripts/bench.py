@@ -421,6 +421,10 @@ def _vs_authors_section(section: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in section.get("rows", []):
+        if "error" in r:
+            lines.append(f"| {r['head']} | {r['case']} | {r['threads']} | failed: {r['error']} "
+                         "| | | | | |")  # fmt: skip
+            continue
         best = r.get("best_batch")
         b = r.get(f"ours_b{best}") if best else None
         lines.append(

@@ -321,15 +321,18 @@ class _Worker:
                "--warmup", str(args.warmup)]  # fmt: skip
         env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
         self.label = f"{head} {case} {side} x{batch}"
+        self.log = tempfile.TemporaryFile(mode="w+")  # a file: a full pipe would block it
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+                                     stderr=self.log, text=True, env=env)  # fmt: skip
         self.times: list[float] = []
 
     def _expect(self, prefix: str) -> str:
         for line in self.proc.stdout:
             if line.startswith(prefix):
                 return line[len(prefix) :].strip()
-        err = self.proc.stderr.read()[-3000:]
+        self.proc.wait(timeout=60)
+        self.log.seek(0)
+        err = self.log.read()[-3000:]
         raise RuntimeError(f"{self.label}: worker ended without {prefix.strip()}\n{err}")
 
     def ready(self) -> None:
@@ -350,6 +353,8 @@ class _Worker:
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
+            self.proc.wait(timeout=60)
+        self.log.close()
 
 
 def run_point(head: str, case: str, args) -> dict[str, Any]:
@@ -418,7 +423,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         for head in args.heads:
             for case in cases_for(head, args.cases):
                 point = argparse.Namespace(**{**vars(args), "threads": threads})
-                row = run_point(head, case, point)
+                try:
+                    row = run_point(head, case, point)
+                except RuntimeError as err:  # one point failing keeps the others
+                    print(f"{threads} thr {head} {case}: failed\n{err}", file=sys.stderr)
+                    rows.append({"head": head, "case": case, "threads": threads,
+                                 "error": str(err).splitlines()[0]})  # fmt: skip
+                    continue
                 rows.append(row)
                 extra = f", x{args.batch}: {row.get(f'ratio_b{args.batch}', 0):.2f}"
                 print(f"{threads} thr {head:9s} {case:10s} theirs "
