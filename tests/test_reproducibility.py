@@ -162,12 +162,8 @@ def test_resume_after_ctrl_c_or_sigterm_mid_run_is_the_uninterrupted_run(tmp_pat
             crops = _interrupt_at(step, how)
             with pytest.MonkeyPatch.context() as mp:
                 mp.setattr(model, "random_crops", crops)
-                mp.setattr(
-                    model.DenseClipPlus,
-                    "on_fit_start",
-                    lambda self: setattr(crops, "module", self),
-                    raising=False,
-                )
+                watch = lambda self, crops=crops: setattr(crops, "module", self)  # noqa: E731
+                mp.setattr(model.DenseClipPlus, "on_fit_start", watch, raising=False)
                 extra = [f"ckpt_path={ckpt}"] if ckpt else []
                 with pytest.raises(SystemExit) as info:
                     train(compose_train(out, *run, *extra))
