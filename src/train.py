@@ -26,6 +26,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from src.errors import UserError
 from src.student.callbacks import StepProgressBar
 from src.student.checkpoint import check_resumable, read_checkpoint
+from src.student.run_settings import RecordRunSettings, check_same_run, run_settings
 from src.utils.task import (
     GROUPS,
     check_group_choices,
@@ -72,6 +73,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             what="checkpoint to resume from",
             fix="pass ckpt_path=<run>/checkpoints/last.ckpt of a training run",
         )
+    settings = run_settings(cfg)  # recorded in every checkpoint; a resume must keep them
+    if resume is not None:
+        check_same_run(resume, settings, str(ckpt_path), list(cfg.get("resume_allow") or []))
 
     dm = instantiate(cfg.data)  # the vocabulary first: the teacher encodes it
     for split in dict.fromkeys((dm.train_split, dm.val_split)):
@@ -103,6 +107,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # a smoke test, or checkpoints off: no ModelCheckpoint (periodic ones included)
         callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         extra["enable_checkpointing"] = False
+    callbacks.append(RecordRunSettings(settings))
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(StepProgressBar())  # counts steps, not "Epoch 0/-2"
     trainer: pl.Trainer = instantiate(

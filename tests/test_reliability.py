@@ -65,6 +65,10 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     student = {"state_dict": {"net.w": torch.zeros(1)}, "hyper_parameters": {"teacher": {}}}
     torch.save(student, base / "weights.ckpt")
     torch.save({**student, "optimizer_states": [], "loops": {}}, base / "other.ckpt")
+    settings = {"experiment": "shapes_demo", "data.setting": "annotation_free",
+                "data.unseen_classes": [], "trainer.max_steps": 650}  # fmt: skip
+    torch.save({**student, "optimizer_states": [], "loops": {}, "global_step": 650,
+                "run_settings": settings}, base / "demo.ckpt")  # fmt: skip
     (base / "broken").mkdir()
     (base / "broken" / "notes.jpg").write_text("not a JPEG")
     (base / "mixed").mkdir()
