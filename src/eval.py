@@ -28,6 +28,7 @@ from src.data.corruptions import corruption_from_options, corruption_record
 from src.errors import UserError
 from src.evaluation.module import EvaluationModule
 from src.evaluation.report import metrics_dict, write_report
+from src.utils.records import teacher_record
 from src.utils.task import (
     GROUPS,
     check_group_choices,
@@ -181,6 +182,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     log.info("%s: %s", title, summary)
     log.info("report: %s", ", ".join(os.fspath(p) for p in paths.values()))
     metrics.update(corruption_record(corruption))  # corruption/name, corruption/severity
+    teacher = model.teacher if kind == "student" else model
+    metrics["teacher_config"] = teacher_record(teacher)  # what made these scores, in full
     return metrics
 
 

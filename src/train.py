@@ -27,6 +27,7 @@ from src.errors import UserError
 from src.student.callbacks import StepProgressBar
 from src.student.checkpoint import check_resumable, read_checkpoint
 from src.student.run_settings import RecordRunSettings, check_same_run, run_settings
+from src.utils.records import teacher_record
 from src.utils.task import (
     GROUPS,
     check_group_choices,
@@ -149,6 +150,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             100 * metrics["teacher/val/miou"],
             100 * metrics["val/miou"],
         )
+    metrics["teacher_config"] = teacher_record(teacher)  # what labelled the student, in full
     return metrics
 
 

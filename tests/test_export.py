@@ -19,6 +19,7 @@ from src.errors import UserError
 from src.export import export
 from src.student.checkpoint import load_student
 from src.student.export import AdaptiveAvgPool2dExportable, read_metadata, reference_scores
+from src.utils.records import teacher_record
 from tests.student.fakes import save_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +65,8 @@ def test_every_head_exports_with_dynamic_sizes_and_matches_pytorch(
         assert json.loads(meta["class_names"]) == ["background", "circle", "square", "triangle"]
         assert json.loads(meta["normalization_mean"]) == pytest.approx(list(student.mean))
         assert meta["student_head"] == head
+        assert json.loads(meta["teacher_config"]) == teacher_record(student.teacher)
+        assert json.loads(meta["teacher_config"])["head"] == "maskclip"
         # sizes and a batch the export and its own check never saw; odd sizes test the
         # upsampling and PSPNet's pooling bins
         for shape in [(2, 3, 53, 91), (1, 3, 130, 67)]:

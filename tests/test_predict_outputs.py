@@ -93,3 +93,24 @@ def test_a_bad_output_folder_fails_before_the_model_loads(tmp_path: Path, kind: 
     expected = "is a file, not a folder" if kind == "file" else "cannot create output_dir"
     with pytest.raises(UserError, match=expected):
         predict(cfg)
+
+
+def test_the_legend_records_the_teacher_in_full_and_other_head_options_are_refused(
+    tmp_path: Path,
+) -> None:
+    """``legend.json`` had no ``head_options``: a rerun with other options into the same
+    folder was accepted, one legend describing masks made two ways (issue 23, item 3)."""
+    folder = images(tmp_path / "in")
+    out = tmp_path / "o"
+    naclip = ["teacher=tiny_vit_test", "teacher.head=naclip"]
+    predict(compose(tmp_path, f"input={folder / 'a.png'}", *naclip))
+    config = legend(out)["model"]["teacher_config"]
+    assert config["head"] == "naclip" and config["head_options"] == {}
+    assert {"clip_model", "pretrained", "templates", "proxy", "refine", "logit_scale"} <= set(
+        config
+    )
+    before = (out / "legend.json").read_text()
+    with pytest.raises(UserError, match="differs in model"):
+        predict(compose(tmp_path, f"input={folder / 'b.png'}", *naclip,
+                        "teacher.head_options={gaussian_std:3}"))  # fmt: skip
+    assert (out / "legend.json").read_text() == before and not (out / "b_mask.png").exists()

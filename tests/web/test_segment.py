@@ -73,6 +73,10 @@ def test_a_request_writes_what_predict_writes_with_the_same_mask(
     for key in ("classes", "colors", "no_class", "settings"):
         assert mine[key] == reference[key], key
     assert mine["images"][0]["pixels"] == reference["images"][0]["pixels"]
+    # the request's folder records the teacher in full, as predict's legend does
+    assert mine["model"]["teacher_config"] == reference["model"]["teacher_config"]
+    assert mine["model"]["teacher_config"]["head"] == "maskclip"
+    assert mine["model"]["teacher_config"]["head_options"] == {}
     # the page's pictures are the files' contents
     mask = np.asarray(Image.open(result.folder / "scene_mask.png").convert("RGB"))
     assert np.array_equal(result.mask, mask)
