@@ -146,8 +146,8 @@ def _offered_teachers(cfg: DictConfig, default: str) -> list[str]:
 # ---------------------------------------------------------------------- the task
 def serve(cfg: DictConfig) -> dict[str, Any]:
     """Build the page and serve it until interrupted."""
-    host, port = str(cfg.host), int(cfg.port)
-    if not 0 < port < 65536:
+    host, port = str(cfg.host), cfg.port
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise UserError(f"port={cfg.port} is not a port number", "use e.g. port=7860")
     settings = page_settings(cfg)
     device = choose_device(cfg.get("device", "auto"))
@@ -206,7 +206,7 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
 
 def main() -> None:
     """Entry point: ``python -m src.app``."""
-    run_task(check_group_choices, sys.argv[1:], output_dir=None)
+    run_task(check_group_choices, sys.argv[1:], ("teacher",), "app", output_dir=None)
     _hydra_main()
 
 

@@ -162,5 +162,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    run_task(check_group_choices, sys.argv[1:], GROUPS, output_dir=None)  # one line, not Hydra's
+    run_task(
+        check_group_choices, sys.argv[1:], GROUPS, "train", output_dir=None
+    )  # one line, not Hydra's
     main()

@@ -77,6 +77,8 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cut = (base / "mixed" / "cut.png").read_bytes()
     (base / "mixed" / "cut.png").write_bytes(cut[: len(cut) // 2])
     (base / "taken").write_text("a file")
+    (base / "loop").symlink_to("loop2")
+    (base / "loop2").symlink_to("loop")
     (base / "out").mkdir()
     legend = {"classes": ["cat", "dog"], "colors": [[128, 0, 0], [0, 128, 0]], "images": [],
               "no_class": {"value": 255, "color": [224, 224, 192]}, "model": {}, "settings": {}}  # fmt: skip
