@@ -160,3 +160,19 @@ def test_a_difference_from_rounding_is_told_apart_from_a_wrong_file(tmp_path: Pa
     path = export_student(student, tmp_path / "s.onnx", fmt="onnx")
     floor = rounding_floor(student, path, fmt="onnx", images=parity_images([(40, 56)]))
     assert 0 < floor["pytorch_vs_fp64"] < 1e-4 and 0 < floor["exported_vs_fp64"] < 1e-4
+
+
+def test_a_write_that_fails_after_the_checks_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    """A read-only output_path was a PermissionError traceback (the write itself failing here:
+    a root user passes the up-front access check)."""
+    from src.student import export as student_export
+
+    ckpt = save_tiny_checkpoint(tmp_path / "s.ckpt")
+
+    def refuse(path, data):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(student_export, "atomic_write_bytes", refuse)
+    with pytest.raises(UserError, match=r"cannot write output_path=.*m\.onnx: Permission denied"):
+        export(config(tmp_path, f"ckpt_path={ckpt}", f"output_path={tmp_path}/m.onnx"))
+    assert not (tmp_path / "m.onnx").exists()

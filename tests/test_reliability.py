@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from tests.data.layouts import label_pattern, make_voc, save_png
+from tests.student.fakes import save_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "RELIABILITY.md"
@@ -78,6 +79,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (base / "mixed" / "cut.png").write_bytes(cut[: len(cut) // 2])
     (base / "taken").write_text("a file")
     (base / "loop").symlink_to("loop2")
+    save_tiny_checkpoint(base / "student.ckpt")
     (base / "loop2").symlink_to("loop")
     (base / "out").mkdir()
     legend = {"classes": ["cat", "dog"], "colors": [[128, 0, 0], [0, 128, 0]], "images": [],
