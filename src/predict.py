@@ -161,6 +161,11 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     classes = class_list(cfg.get("classes"))
     if classes is not None:
         validate_class_names(classes)
+        if len(classes) > MAX_CLASSES:  # before encoding them (classes x templates prompts)
+            raise UserError(
+                f"{len(classes)} classes are too many for a uint8 mask",
+                f"give at most {MAX_CLASSES}",
+            )
     device = choose_device(cfg.get("device", "auto"))
     if cfg.get("ckpt_path"):
         predictor = student_predictor(str(cfg.ckpt_path), classes, device)

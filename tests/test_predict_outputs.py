@@ -159,3 +159,16 @@ def test_a_very_long_class_name_gets_a_safe_unique_file_name(tmp_path: Path) -> 
     assert set(maps) == {long_a, long_b} and len(set(maps.values())) == 2
     assert all(len(name.encode()) <= 255 and (out / name).is_file() for name in maps.values())
     assert {p.name for p in out.iterdir()} == _listed(out)
+
+
+def test_too_many_classes_are_refused_before_any_prompt_is_encoded(tmp_path, monkeypatch):
+    """500 classes were refused only after encoding 500 x 85 prompts."""
+    folder = images(tmp_path / "in")
+
+    def never(*args, **kwargs):
+        raise AssertionError("the teacher was built")
+
+    monkeypatch.setattr("src.predict.instantiate", never)
+    names = ",".join(f"class{i}" for i in range(500))
+    with pytest.raises(UserError, match=r"^500 classes are too many for a uint8 mask"):
+        predict(compose(tmp_path, f"input={folder}", f"classes=[{names}]"))
