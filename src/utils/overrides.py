@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +26,20 @@ def _compose(config_name: str, overrides: list[str]) -> DictConfig:
         return compose(config_name, overrides=overrides)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name, overrides=overrides)
+
+
+def check_launcher(argv: Sequence[str]) -> None:
+    """``hydra/launcher=slurm_*`` (or the plugin's ``submitit_slurm``) off a SLURM cluster is
+    one :class:`UserError` (submitit's own is a traceback: ``Could not detect "srun"``)."""
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key == "hydra/launcher" and "slurm" in value and shutil.which("sbatch") is None:
+            raise UserError(
+                f"hydra/launcher={value} submits to SLURM, and this machine has no SLURM "
+                "(no sbatch on the PATH)",
+                "run the command on the cluster's login node, or leave hydra/launcher out "
+                "to run the sweep here, one job after the other",
+            )
 
 
 def check_override_keys(argv: Sequence[str], config_name: str) -> None:

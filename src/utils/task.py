@@ -150,8 +150,9 @@ def check_group_choices(
             if choice not in known and choice != "null":
                 raise UserError(f"unknown {group} '{choice}'", f"use one of: {', '.join(known)}")
     if config_name is not None:
-        from src.utils.overrides import check_override_keys
+        from src.utils.overrides import check_launcher, check_override_keys
 
+        check_launcher(argv)
         check_override_keys(argv, config_name)
 
 
