@@ -93,8 +93,12 @@ def load_student(path: str | os.PathLike, *, map_location: str = "cpu") -> Dense
     read_checkpoint(file)  # a bad file is named as such, before the teacher is built
     try:
         student = DenseClipPlus.load_from_checkpoint(str(file), map_location=map_location)
-    except UserError:
-        raise
+    except UserError as err:  # the teacher it records cannot be rebuilt (weights moved, ...)
+        raise UserError(
+            f"the checkpoint {file} cannot rebuild its teacher: {err.problem}",
+            "put the teacher's weights back where the checkpoint names them (teacher.pretrained "
+            "in the training run's .hydra/config.yaml), then retry",
+        ) from None
     except Exception as err:  # missing keys, wrong class: a checkpoint of another model
         raise UserError(
             f"cannot load the checkpoint {file}: {' '.join(str(err).split())[:300]}", _FIX

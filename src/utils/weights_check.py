@@ -18,7 +18,7 @@ def check_pretrained(clip_model: str, pretrained: str | None) -> None:
         return
     from open_clip import pretrained as oc_pretrained
 
-    from src.teacher.loading import register_shipped_models, shipped_weights
+    from src.teacher.loading import known_tags, register_shipped_models, shipped_weights
 
     register_shipped_models()
     lookup = clip_model.replace("/", "-")
@@ -28,7 +28,7 @@ def check_pretrained(clip_model: str, pretrained: str | None) -> None:
         return
     if Path(os.path.expanduser(str(pretrained))).is_file():
         return
-    tags = oc_pretrained.list_pretrained_tags_by_model(lookup)
+    tags = known_tags(lookup)
     raise UserError(
         f"teacher.pretrained={pretrained} is neither an existing file nor a tag of {clip_model}",
         "pass the path of the weights file (teacher.pretrained=/path/to/weights.pt)"
