@@ -8,7 +8,8 @@
 windows, class-name files, background threshold; ``conf/protocol``, docs/FIDELITY.md).
 
 Writes ``metrics.json`` (``val/miou`` ... and ``val/iou/<class>``, fractions; null where a
-class has no ground truth), ``per_class.md``, ``confusion_matrix.csv`` and
+class has no ground truth; ``teacher_config``: the teacher in full), ``per_class.md``,
+``confusion_matrix.csv`` and
 ``confusion_matrix.png`` in the run directory.
 """
 

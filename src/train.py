@@ -7,7 +7,9 @@
 
 Writes checkpoints (``checkpoints/last.ckpt`` ...), logs (CSV, TensorBoard), validation
 pictures and ``metrics.json`` (``val/*`` of the final model and ``teacher/val/*``, the
-teacher on the same validation set, fractions; null where undefined) in the run directory.
+teacher on the same validation set, fractions; null where undefined; ``teacher_config``: the
+teacher in full) in the run directory. Every checkpoint records the run's settings; a resume
+under other settings is refused (``resume_allow=[trainer.max_steps]`` lets one through).
 """
 
 from __future__ import annotations
