@@ -10,6 +10,7 @@ Hugging Face endpoint at a closed local port (nothing leaves the machine).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import runpy
 import shlex
@@ -118,10 +119,13 @@ def run_command(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(sys, "argv", [words[2], *words[3:]])
+    handlers = list(logging.root.handlers)  # Hydra adds its own, bound to this test's stderr
     try:
         runpy.run_module(words[2], run_name="__main__", alter_sys=True)
     except SystemExit as done:
         return done.code
+    finally:  # later tests must not log into this test's closed capture
+        logging.root.handlers[:] = handlers
     return 0
 
 
