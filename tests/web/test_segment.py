@@ -235,3 +235,17 @@ def test_the_error_text_keeps_its_beginning() -> None:
     shown = shorten(text, 60)
     assert shown.startswith("Problem at the start") and shown.endswith(" …") and len(shown) <= 62
     assert "Unexpected error: ValueError: Problem at the start" in error_html(ValueError(text))
+
+
+def test_a_full_disk_leaves_no_half_request_folder(
+    tmp_path: Path, segmenter: Segmenter, scene_file: Path, monkeypatch
+) -> None:
+    from src.web import segment as segment_module
+
+    def full(path, obj):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(segment_module, "atomic_save_json", full)  # the legend, after the masks
+    with pytest.raises(UserError, match="No space left on device"):
+        segmenter.segment(scene_file, SHAPES, ModelRequest("tiny_shapes"))
+    assert list((tmp_path / "requests").iterdir()) == []  # no masks without their legend
