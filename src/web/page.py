@@ -109,14 +109,17 @@ def image_input(**kwargs: Any) -> Any:
     the handler's reader then names the file and the problem."""
     import gradio as gr
 
-    class Image(gr.Image):
-        def preprocess(self, payload: Any) -> Any:
-            try:
-                return super().preprocess(payload)
-            except Exception:  # noqa: BLE001 - not an image: the handler says so
-                return getattr(payload, "path", None)
+    image = gr.Image(**kwargs)  # not a subclass: Gradio writes a .pyi beside any subclass
+    read = image.preprocess
 
-    return Image(**kwargs)
+    def preprocess(payload: Any) -> Any:
+        try:
+            return read(payload)
+        except Exception:  # noqa: BLE001 - not an image: the handler says so
+            return getattr(payload, "path", None)
+
+    image.preprocess = preprocess
+    return image
 
 
 def error_html(err: BaseException) -> str:
