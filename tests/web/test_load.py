@@ -158,6 +158,9 @@ def run_load(app, scenes, reference, sequence: int) -> None:
     on_disk = {p.name for p in (run / "requests").iterdir() if p.is_dir()} - before
     assert on_disk == set(folders)
     if sequence > 20:
+        print(
+            f"resident memory (MiB) after requests: { ({k: v / 2**20 for k, v in memory.items()}) }"
+        )
         assert memory[sequence] <= 1.10 * memory[20], memory
     # a file that is not an image, and one above max_upload_mb=1: a message, no folder
     notes = run.parent / "notes.txt"
