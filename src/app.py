@@ -134,7 +134,7 @@ def check_startup_model(cfg: DictConfig) -> None:
 
         read_checkpoint(str(cfg.ckpt_path))
         return
-    from src.utils.weights_check import check_pretrained
+    from src.teacher.pretrained_check import check_pretrained
 
     check_pretrained(str(cfg.teacher.clip_model), cfg.teacher.get("pretrained"))
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.errors import UserError, shorten
+from src.utils.io import describe_file
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception:  # torch's message advises weights_only=False: not for a foreign file
-        from src.student.checkpoint import _what_file
-
-        raise ValueError(f"the file is {_what_file(path)}") from None
+        raise ValueError(f"the file is {describe_file(path)}") from None
     if isinstance(state, dict) and "teacher" in state:  # DINO's full training checkpoint
         state = state["teacher"]
     if not isinstance(state, dict):
