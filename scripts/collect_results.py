@@ -28,6 +28,9 @@ inputs) as markdown and CSV, atomically:
 
 Scores are percentages of the fractions in ``metrics.json``. A cell averages every run that
 falls in it (seeds) and is marked ``*`` when there are several; a missing value shows as ``-``.
+Runs are averaged only when their configs (``.hydra/config.yaml``) differ in nothing but the
+seed (and paths, workers, logging): runs of a sweep such as ``teacher.head=maskclip,naclip``
+are a row each, the keys that differ in the row's name (``DenseCLIP+ [teacher.head=naclip]``).
 """
 
 from __future__ import annotations
@@ -142,6 +145,83 @@ class Run:
     protocol: str = NONE  #: the evaluation protocol (``protocol=``), ``none`` by default
     head: str = DEFAULT_HEAD  #: the teacher's dense head (``teacher.head``)
     ablation: str = NONE  #: the ``ablation=`` choice of a training run (Table 2a)
+    #: the run's settings (flat config keys, less :data:`NOT_SETTINGS`), to tell runs apart
+    config: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: the settings that set this run apart from others of its row, e.g. ``teacher.head=naclip``
+    variant: str = ""
+
+    @property
+    def label(self) -> str:
+        """The method as a row names it: with the settings that set it apart, if any."""
+        return self.method + (f" [{self.variant}]" if self.variant else "")
+
+
+#: config keys that do not make a run another experiment: seeds, where files are, workers,
+#: logging, checkpointing (and what a row already names: corruption, task)
+NOT_SETTINGS = (
+    "seed", "paths", "hydra", "ckpt_path", "task_name", "logger", "corruption",
+    "optimized_metric", "output_dir", "input", "device", "progress", "resume_allow",
+    "data.root", "data.num_workers", "data.pin_memory", "data.val_batch_size",
+    "trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.num_nodes",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.enable_checkpointing",
+    "trainer.default_root_dir", "callbacks.model_checkpoint", "callbacks.periodic_checkpoint",
+    "callbacks.validation_images", "callbacks.validation_report", "callbacks.flush_denormals",
+    "teacher.cache_dir",
+)  # fmt: skip
+#: what the teacher's scores depend on (a training run's DenseCLIP row ignores its student)
+TEACHER_SETTINGS = (
+    "teacher", "protocol", "data.class_names", "data.unseen_classes", "data.count_background",
+    "data.eval_scale", "data.names_file", "data.val_split", "data.dataset", "world",
+)  # fmt: skip
+
+
+def _under(key: str, prefixes: Sequence[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": value}`` of a nested config (lists as JSON text)."""
+    if isinstance(node, Mapping):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out |= _flat(value, f"{prefix}{key}.")
+        return out
+    value = json.dumps(node, sort_keys=True, default=str) if isinstance(node, list) else node
+    return {prefix[:-1]: value} if prefix else {}
+
+
+def run_settings(config: Any, *, teacher_only: bool = False) -> dict[str, Any]:
+    """The settings of a run's config that tell it apart from another run (not the seed)."""
+    plain = OmegaConf.to_container(config, resolve=False) if OmegaConf.is_config(config) else config
+    flat = {k: v for k, v in _flat(plain or {}).items() if not _under(k, NOT_SETTINGS)}
+    if teacher_only:
+        flat = {k: v for k, v in flat.items() if _under(k, TEACHER_SETTINGS)}
+    return flat
+
+
+def name_variants(runs: list[Run]) -> None:
+    """Set ``variant`` on runs that would share a row but differ in settings beyond the seed:
+    the keys that differ within the row, with this run's values (``teacher.head=naclip``)."""
+    rows: dict[tuple[Any, ...], list[Run]] = defaultdict(list)
+    for r in runs:
+        head = r.head if r.protocol == TRAINING_FREE else ""  # that table names the head
+        key = (r.method, r.dataset, r.setting, r.clip, r.student, r.corruption, r.severity,
+               r.protocol, r.ablation, head)  # fmt: skip
+        rows[key].append(r)
+    for members in rows.values():
+        keys = sorted({k for r in members for k in r.config})
+        differ = [k for k in keys if len({json.dumps(r.config.get(k), default=str)
+                                          for r in members}) > 1]  # fmt: skip
+        if head_key := ("teacher.head" if "teacher.head" in differ else None):
+            differ = [head_key] + [k for k in differ if k != head_key]
+        for r in members:
+            r.variant = ",".join(f"{k}={_value_text(r.config.get(k))}" for k in differ)
+
+
+def _value_text(value: Any) -> str:
+    return (
+        "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    )
 
 
 @dataclass
@@ -314,7 +394,10 @@ def load_runs(metrics_path: Path) -> list[Run]:
         methods = [("DenseCLIP", main, UNKNOWN)]
     for method, scores, who in methods:
         if scores is not None:
-            runs.append(Run(method=method, clip=clip, student=who, scores=scores, **base))
+            settings = run_settings(config, teacher_only=method == "DenseCLIP")
+            runs.append(
+                Run(method=method, clip=clip, student=who, scores=scores, config=settings, **base)
+            )
     if not runs:
         print(f"warning: no mIoU in {metrics_path}; skipped", file=sys.stderr)
     return runs
@@ -329,9 +412,11 @@ def _order(value: str, known: Sequence[str]) -> tuple[int, str]:
 
 def _row_order(key: tuple[str, ...]) -> tuple[Any, ...]:
     setting, method, clip, student = key
+    base, _, variant = method.partition(" [")
     return (
         _order(setting, SETTING_ORDER),
-        _order(method, METHOD_ORDER),
+        _order(base, METHOD_ORDER),
+        variant,
         _order(clip, CLIP_ORDER),
         student,
     )
@@ -352,10 +437,8 @@ def _pivot(
     cells: dict[tuple[str, ...], list[float | None]] = defaultdict(list)
     for r in clean:
         for key, _ in metrics:
-            cells[(r.setting, r.method, r.clip, r.student, r.dataset, key)].append(
-                r.scores.get(key)
-            )
-    keys = sorted({(r.setting, r.method, r.clip, r.student) for r in clean}, key=_row_order)
+            cells[(r.setting, r.label, r.clip, r.student, r.dataset, key)].append(r.scores.get(key))
+    keys = sorted({(r.setting, r.label, r.clip, r.student) for r in clean}, key=_row_order)
     columns = [d if len(metrics) == 1 else f"{d} {label}" for d in datasets for _, label in metrics]
     rows = [
         (list(k), [_mean(cells.get((*k, d, m), [])) for d in datasets for m, _ in metrics])
@@ -381,7 +464,7 @@ def table_corruption(runs: list[Run]) -> Table | None:
     the clean runs of a block fill its None row at every level."""
     groups: dict[tuple[str, ...], list[Run]] = defaultdict(list)
     for r in runs:
-        groups[(r.dataset, r.setting, r.method, r.student)].append(r)
+        groups[(r.dataset, r.setting, r.label, r.student)].append(r)
     blocks = sorted(
         ((g, rs) for g, rs in groups.items() if any(r.corruption != NONE for r in rs)),
         key=lambda b: (b[0][0], _row_order((b[0][1], b[0][2], "", b[0][3]))),
@@ -415,10 +498,10 @@ def table_training_free(runs: list[Run]) -> Table | None:
     ours = [r for r in runs if r.protocol == TRAINING_FREE and r.corruption == NONE]
     if not ours:
         return None
-    keys = sorted({(r.method, r.head, r.clip) for r in ours}, key=lambda k: k)
+    keys = sorted({(r.label, r.head, r.clip) for r in ours}, key=lambda k: k)
     cells: dict[tuple[str, ...], list[float | None]] = defaultdict(list)
     for r in ours:
-        cells[(r.method, r.head, r.clip, r.dataset)].append(r.scores.get("miou"))
+        cells[(r.label, r.head, r.clip, r.dataset)].append(r.scores.get("miou"))
     rows = []
     for method, head, clip in keys:
         values = [
@@ -461,7 +544,13 @@ def table_ablation(runs: list[Run]) -> Table | None:
             (_paper_row(a), a, [r for r in block if r.ablation == a and r.student == student])
             for a in order
         ]
+        split = []
         for paper_row, ablation, members in lines:
+            for variant in dict.fromkeys(r.variant for r in members):
+                suffix = f" [{variant}]" if variant else ""
+                split.append((paper_row + suffix, ablation, [r for r in members
+                                                             if r.variant == variant]))  # fmt: skip
+        for paper_row, ablation, members in split:
             if not members:
                 continue
             values, spread = [], []
@@ -540,7 +629,7 @@ def runs_csv(runs: list[Run], relative_to: Path) -> str:
     """Every row read, one per line (sources relative to ``relative_to``)."""
     header = ["source", "method", "dataset", "clip", "student", "setting", "corruption", "severity"]
     rows = [
-        [os.path.relpath(r.source, relative_to), r.method, r.dataset, r.clip, r.student, r.setting]
+        [os.path.relpath(r.source, relative_to), r.label, r.dataset, r.clip, r.student, r.setting]
         + [r.corruption, r.severity]
         + [_number_text(r.scores.get(key), 1, markdown=False) for key, _ in METRICS]
         for r in runs
@@ -556,6 +645,7 @@ def collect(
     runs = [run for path in metrics_files for run in load_runs(path)]
     if not runs:
         raise UserError("none of the metrics.json files holds an mIoU", "pass eval or train runs")
+    name_variants(runs)  # runs of other settings are never averaged
     plain = [r for r in runs if r.protocol != TRAINING_FREE and not _is_ablation(r.ablation)]
     tables = [
         t

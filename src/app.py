@@ -28,7 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from src.errors import UserError
+from src.errors import UserError, shorten
 from src.prediction.models import LoadedModel, ModelCache, teacher_has_head_option, teacher_heads
 from src.prediction.predictor import Settings, choose_device, class_list
 from src.utils.task import CONF_DIR, check_group_choices, instantiate, run_task
@@ -79,8 +79,7 @@ def compose_teacher(choice: str, options: tuple[str, ...]) -> DictConfig:
         return compose(overrides).teacher
     except HydraException as err:
         raise UserError(
-            f"teacher options {list(options)} do not apply to '{choice}': "
-            f"{' '.join(str(err).split())[:200]}",
+            f"teacher options {list(options)} do not apply to '{choice}': {shorten(str(err))}",
             "use keys of conf/teacher/<name>.yaml with values of their type",
         ) from None
 
@@ -113,7 +112,7 @@ def make_loader(cfg: DictConfig, device: Any):
                 raise
             raise UserError(
                 f"teacher '{request.teacher}' does not take an option of "
-                f"{list(request.options)}: {' '.join(str(err).split())[-160:]}",
+                f"{list(request.options)}: {shorten(str(err))}",
                 "use keys of conf/teacher/<name>.yaml",
             ) from None
         info = {
@@ -124,6 +123,20 @@ def make_loader(cfg: DictConfig, device: Any):
         return LoadedModel(teacher.to(device).eval(), "teacher", info, list(classes))
 
     return load
+
+
+def check_startup_model(cfg: DictConfig) -> None:
+    """The page's default model, checked before serving (cheaply: files, not models): the
+    student checkpoint is a DenseCLIP+ checkpoint, the teacher's ``pretrained`` a tag or a
+    file. A :class:`UserError` otherwise."""
+    if cfg.get("ckpt_path"):
+        from src.student.checkpoint import read_checkpoint
+
+        read_checkpoint(str(cfg.ckpt_path))
+        return
+    from src.teacher.pretrained_check import check_pretrained
+
+    check_pretrained(str(cfg.teacher.clip_model), cfg.teacher.get("pretrained"))
 
 
 def _default_teacher(cfg: DictConfig) -> str:
@@ -146,11 +159,20 @@ def _offered_teachers(cfg: DictConfig, default: str) -> list[str]:
 # ---------------------------------------------------------------------- the task
 def serve(cfg: DictConfig) -> dict[str, Any]:
     """Build the page and serve it until interrupted."""
-    host, port = str(cfg.host), int(cfg.port)
-    if not 0 < port < 65536:
+    host, port = str(cfg.host), cfg.port
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise UserError(f"port={cfg.port} is not a port number", "use e.g. port=7860")
     settings = page_settings(cfg)
     device = choose_device(cfg.get("device", "auto"))
+    check_startup_model(cfg)  # a wrong weights file or checkpoint fails now, not on a request
+    upload_limit = cfg.get("max_upload_mb")
+    if upload_limit is not None and (
+        isinstance(upload_limit, bool) or not isinstance(upload_limit, int | float)
+        or upload_limit <= 0
+    ):  # fmt: skip
+        raise UserError(
+            f"max_upload_mb={upload_limit!r} is not a positive number", "use e.g. max_upload_mb=20"
+        )
     run_dir = Path(str(cfg.paths.output_dir))
     os.environ.setdefault("GRADIO_TEMP_DIR", str(run_dir / "gradio"))  # this run's uploads
 
@@ -181,6 +203,7 @@ def serve(cfg: DictConfig) -> dict[str, Any]:
         default_classes=", ".join(classes) if classes else None,
         default_ckpt=str(cfg.ckpt_path) if cfg.get("ckpt_path") else None,
         default_sliding_window=settings.sliding_window,
+        max_upload_mb=upload_limit,
     )
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: other machines can reach this page", host)
@@ -190,9 +213,9 @@ def serve(cfg: DictConfig) -> dict[str, Any]:
     try:
         launch(page, host=host, port=port, allowed_paths=[run_dir])
     except OSError as err:
-        why = "the port is in use" if "empty port" in str(err) else " ".join(str(err).split())
+        why = "the port is in use" if "empty port" in str(err) else shorten(str(err))
         raise UserError(
-            f"cannot serve on {host}:{port}: {why[:200]}",
+            f"cannot serve on {host}:{port}: {why}",
             "pass another port=, or stop what uses this one",
         ) from None
     return {}
@@ -206,7 +229,7 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
 
 def main() -> None:
     """Entry point: ``python -m src.app``."""
-    run_task(check_group_choices, sys.argv[1:], output_dir=None)
+    run_task(check_group_choices, sys.argv[1:], ("teacher",), "app", output_dir=None)
     _hydra_main()
 
 

@@ -15,3 +15,13 @@ class UserError(Exception):
         self.problem = problem
         self.fix = fix
         super().__init__(problem if fix is None else f"{problem}\n  fix: {fix}")
+
+
+def shorten(text: str, limit: int = 300) -> str:
+    """``text`` on one line, cut at a word boundary after at most ``limit`` characters (with
+    ``…``): a message keeps its beginning, which names the problem."""
+    flat = " ".join(str(text).split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[:limit].rsplit(" ", 1)[0] if " " in flat[:limit] else flat[:limit]
+    return cut.rstrip(" ,;:") + " …"

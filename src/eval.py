@@ -8,7 +8,8 @@
 windows, class-name files, background threshold; ``conf/protocol``, docs/FIDELITY.md).
 
 Writes ``metrics.json`` (``val/miou`` ... and ``val/iou/<class>``, fractions; null where a
-class has no ground truth), ``per_class.md``, ``confusion_matrix.csv`` and
+class has no ground truth; ``teacher_config``: the teacher in full), ``per_class.md``,
+``confusion_matrix.csv`` and
 ``confusion_matrix.png`` in the run directory.
 """
 
@@ -28,6 +29,7 @@ from src.data.corruptions import corruption_from_options, corruption_record
 from src.errors import UserError
 from src.evaluation.module import EvaluationModule
 from src.evaluation.report import metrics_dict, write_report
+from src.utils.records import teacher_record
 from src.utils.task import (
     GROUPS,
     check_group_choices,
@@ -181,6 +183,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     log.info("%s: %s", title, summary)
     log.info("report: %s", ", ".join(os.fspath(p) for p in paths.values()))
     metrics.update(corruption_record(corruption))  # corruption/name, corruption/severity
+    teacher = model.teacher if kind == "student" else model
+    metrics["teacher_config"] = teacher_record(teacher)  # what made these scores, in full
     return metrics
 
 
@@ -192,5 +196,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    run_task(check_group_choices, sys.argv[1:], GROUPS, output_dir=None)  # one line, not Hydra's
+    run_task(
+        check_group_choices, sys.argv[1:], GROUPS, "eval", output_dir=None
+    )  # one line, not Hydra's
     main()

@@ -14,6 +14,7 @@ docs/EXPORT.md.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -26,6 +27,7 @@ from src.errors import UserError
 from src.prediction.predictor import class_list, set_student_classes
 from src.student.checkpoint import load_student
 from src.student.export import (
+    DEFAULT_OPSET,
     FORMATS,
     SUFFIXES,
     check_parity,
@@ -48,6 +50,40 @@ def output_file(cfg: DictConfig, fmt: str) -> Path:
             raise UserError(f"output_path={path} is a folder", "give a file name, e.g. model.onnx")
         return path
     return Path(str(cfg.paths.output_dir)) / (Path(str(cfg.ckpt_path)).stem + SUFFIXES[fmt])
+
+
+def check_opset(value: Any) -> int:
+    """The ONNX opset of the config: an integer the exporter knows, else a UserError."""
+    from torch.onnx._constants import ONNX_MIN_OPSET, ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+
+    low, high = ONNX_MIN_OPSET, ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UserError(
+            f"opset={value!r} is not an ONNX opset the exporter writes ({low}..{high})",
+            f"use the default opset={DEFAULT_OPSET}",
+        )
+    return value
+
+
+def check_writable(path: Path) -> None:
+    """Fail before any work when ``path``'s folder cannot be made or written to."""
+    if path.parent.exists() and not path.parent.is_dir():
+        raise UserError(
+            f"the folder of output_path={path} is a file",
+            "pass output_path=<a file in a folder you can write to>",
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(
+            f"cannot create the folder of output_path={path}: {err.strerror or err}",
+            "pass output_path=<a file in a folder you can write to>",
+        ) from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise UserError(
+            f"cannot write to the folder of output_path={path}",
+            "pass output_path=<a file in a folder you can write to>",
+        )
 
 
 def parity_sizes(value: Any) -> list[tuple[int, int]]:
@@ -77,6 +113,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     if classes is not None:
         validate_class_names(classes)
     path = output_file(cfg, fmt)
+    opset = check_opset(cfg.get("opset"))
+    check_writable(path)
 
     import torch
 
@@ -87,7 +125,19 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        export_student(student, path, fmt=fmt, opset=int(cfg.opset), source=str(cfg.ckpt_path))
+        try:
+            export_student(student, path, fmt=fmt, opset=opset, source=str(cfg.ckpt_path))
+        except OSError as err:  # a read-only or full disk, after the checks above
+            raise UserError(
+                f"cannot write output_path={path}: {err.strerror or err}",
+                "pass output_path=<a file in a folder you can write to>",
+            ) from None
+        except Exception as err:  # the exporter's own failure (e.g. an opset too old)
+            first = next((line for line in str(err).splitlines() if line.strip()), "")
+            raise UserError(
+                f"the {fmt} exporter cannot write this student at opset={opset}: {first[:200]}",
+                f"use the default opset={DEFAULT_OPSET}, or format=torchscript",
+            ) from None
         parity = check_parity(student, path, fmt=fmt, images=parity_images(sizes))
     mb = parity["file_bytes"] / 2**20
     shown = ", ".join(f"{h}x{w}" for h, w in sizes)

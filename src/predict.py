@@ -29,12 +29,13 @@ from omegaconf import DictConfig
 
 from src.errors import UserError
 from src.pictures.palette import MAX_CLASSES, prediction_palette
+from src.prediction.legend_writer import LegendWriter, write_error
 from src.prediction.outputs import (
+    LEGEND,
     earlier_records,
     legend_document,
     output_stems,
     prepare_output_dir,
-    write_legend,
     write_outputs,
 )
 from src.prediction.predictor import (
@@ -160,6 +161,11 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     classes = class_list(cfg.get("classes"))
     if classes is not None:
         validate_class_names(classes)
+        if len(classes) > MAX_CLASSES:  # before encoding them (classes x templates prompts)
+            raise UserError(
+                f"{len(classes)} classes are too many for a uint8 mask",
+                f"give at most {MAX_CLASSES}",
+            )
     device = choose_device(cfg.get("device", "auto"))
     if cfg.get("ckpt_path"):
         predictor = student_predictor(str(cfg.ckpt_path), classes, device)
@@ -176,7 +182,11 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         used["logit_scale"] = predictor.logit_scale
     head = legend_document(names, palette, model=predictor.info, settings=used)
     records = earlier_records(out_dir, head)  # another run's outputs there: refused
-    write_legend(out_dir, head, records, failed, complete=False)  # before the first mask
+    legend = LegendWriter(out_dir, head, records, failed)  # it lists exactly the files there
+    try:
+        legend.start()  # before the first mask
+    except OSError as err:
+        raise write_error(err, out_dir, LEGEND, 0) from None
     log.info("predicting %d image(s) with %s into %s", len(paths), predictor.info, out_dir)
 
     import torch
@@ -185,7 +195,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     done = 0
     start = time.perf_counter()
     bar = tqdm(paths, desc="predict", unit="img", disable=not cfg.progress or len(paths) < 2)
-    with torch.inference_mode():
+    with torch.inference_mode(), legend.abandoning():
         for path, stem in zip(bar, output_stems(paths), strict=True):
             try:
                 rgb = np.asarray(load_rgb(path))
@@ -194,11 +204,18 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
                 failed.append({"input": str(path), "error": err.problem})
                 continue
             decoded = predict_image(predictor, rgb, settings, device)
-            record = write_outputs(out_dir, stem, rgb, decoded, names, palette, settings)
-            records.append({"input": str(path), **record})
+            try:
+                record = write_outputs(out_dir, stem, rgb, decoded, names, palette, settings)
+                legend.add({"input": str(path), **record})
+            except OSError as err:  # a full disk: this image's files removed, the legend true
+                legend.abandon()
+                raise write_error(err, out_dir, f"the outputs of {path}", legend.added) from None
             done += 1
     seconds = time.perf_counter() - start
-    write_legend(out_dir, head, records, failed, complete=True)
+    try:
+        legend.finish()
+    except OSError as err:
+        raise write_error(err, out_dir, LEGEND, legend.added) from None
     log.info("predicted %d of %d image(s) into %s (legend.json)", done, total, out_dir)
     if failed:
         raise UserError(
@@ -219,7 +236,7 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
 
 def main() -> None:
     """Entry point: ``python -m src.predict``."""
-    run_task(check_group_choices, sys.argv[1:], output_dir=None)
+    run_task(check_group_choices, sys.argv[1:], ("teacher",), "predict", output_dir=None)
     _hydra_main()
 
 

@@ -7,7 +7,9 @@
 
 Writes checkpoints (``checkpoints/last.ckpt`` ...), logs (CSV, TensorBoard), validation
 pictures and ``metrics.json`` (``val/*`` of the final model and ``teacher/val/*``, the
-teacher on the same validation set, fractions; null where undefined) in the run directory.
+teacher on the same validation set, fractions; null where undefined; ``teacher_config``: the
+teacher in full) in the run directory. Every checkpoint records the run's settings; a resume
+under other settings is refused (``resume_allow=[trainer.max_steps]`` lets one through).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from src.errors import UserError
 from src.student.callbacks import StepProgressBar
 from src.student.checkpoint import check_resumable, read_checkpoint
+from src.student.run_settings import RecordRunSettings, check_same_run, run_settings
+from src.utils.records import teacher_record
 from src.utils.task import (
     GROUPS,
     check_group_choices,
@@ -72,6 +76,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             what="checkpoint to resume from",
             fix="pass ckpt_path=<run>/checkpoints/last.ckpt of a training run",
         )
+    settings = run_settings(cfg)  # recorded in every checkpoint; a resume must keep them
+    if resume is not None:
+        check_same_run(resume, settings, str(ckpt_path), list(cfg.get("resume_allow") or []))
 
     dm = instantiate(cfg.data)  # the vocabulary first: the teacher encodes it
     for split in dict.fromkeys((dm.train_split, dm.val_split)):
@@ -103,6 +110,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # a smoke test, or checkpoints off: no ModelCheckpoint (periodic ones included)
         callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         extra["enable_checkpointing"] = False
+    callbacks.append(RecordRunSettings(settings))
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(StepProgressBar())  # counts steps, not "Epoch 0/-2"
     trainer: pl.Trainer = instantiate(
@@ -144,6 +152,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             100 * metrics["teacher/val/miou"],
             100 * metrics["val/miou"],
         )
+    metrics["teacher_config"] = teacher_record(teacher)  # what labelled the student, in full
     return metrics
 
 
@@ -155,5 +164,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    run_task(check_group_choices, sys.argv[1:], GROUPS, output_dir=None)  # one line, not Hydra's
+    run_task(
+        check_group_choices, sys.argv[1:], GROUPS, "train", output_dir=None
+    )  # one line, not Hydra's
     main()

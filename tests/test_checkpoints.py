@@ -127,3 +127,25 @@ def test_a_teacher_rebuilt_from_a_student_checkpoint_keeps_quick_gelu(tmp_path: 
     loaded = load_student(path)
     assert loaded.teacher.config()["quick_gelu"] is True
     assert any(isinstance(m, QuickGELU) for m in loaded.teacher.clip.modules())
+
+
+def test_a_student_whose_teacher_weights_moved_names_them(tmp_path: Path) -> None:
+    """It said "one of the tags (none for this model)" though the shipped tag exists, and
+    named nothing to fix."""
+    from src.errors import UserError
+    from src.student.checkpoint import load_student
+    from tests.student.fakes import save_tiny_checkpoint
+
+    ckpt = torch.load(save_tiny_checkpoint(tmp_path / "s.ckpt"), weights_only=False)
+    ckpt["hyper_parameters"]["teacher"] |= {"clip_model": "tiny_shapes",
+                                            "pretrained": str(tmp_path / "moved.pt")}  # fmt: skip
+    torch.save(ckpt, tmp_path / "moved.ckpt")
+    with pytest.raises(UserError) as info:
+        load_student(tmp_path / "moved.ckpt")
+    assert "cannot rebuild its teacher: pretrained weights" in info.value.problem
+    assert str(tmp_path / "moved.pt") in info.value.problem
+    assert "put the teacher's weights back" in info.value.fix
+    with pytest.raises(UserError, match="or one of the tags shapes"):
+        from src.teacher.loading import create_clip
+
+        create_clip("tiny_shapes", str(tmp_path / "moved.pt"))

@@ -152,6 +152,10 @@ def test_zero_shot_voc21_counts_background_the_teacher_never_predicts(tmp_path: 
     assert metrics["val/iou/background"] == 0.0  # present in the labels, -inf for the teacher
     assert {"val/miou_seen", "val/miou_unseen", "val/hiou", "val/pacc_seen"} <= set(metrics)
     assert metrics["val/miou_unseen"] is None  # the tiny tree has no unseen class
+    # what made the scores, in full (issue 23, item 3): written to metrics.json
+    assert metrics["teacher_config"]["head"] == "maskclip"
+    assert metrics["teacher_config"]["head_options"] == {}
+    assert metrics["teacher_config"]["clip_model"] == "dc-test-rn"
     table = (tmp_path / "out" / "per_class.md").read_text()
     assert "| 16 | potted plant | unseen |" in table and "| 0 | background | seen |" in table
 
@@ -175,6 +179,8 @@ def test_student_checkpoint_is_evaluated(tmp_path: Path) -> None:
     make_voc(tmp_path)
     metrics = evaluate(compose_eval(tmp_path, f"ckpt_path={ckpt}"))
     assert len([k for k in metrics if k.startswith("val/iou/")]) == 20
+    assert metrics["teacher_config"]["clip_model"] == "dc-test-rn"  # the checkpoint's teacher
+    assert metrics["teacher_config"]["templates"] == ["a photo of a {}."]
     assert (tmp_path / "out" / "per_class.md").read_text().startswith("# student on voc")
     from src.errors import UserError
 

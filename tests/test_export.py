@@ -19,6 +19,7 @@ from src.errors import UserError
 from src.export import export
 from src.student.checkpoint import load_student
 from src.student.export import AdaptiveAvgPool2dExportable, read_metadata, reference_scores
+from src.utils.records import teacher_record
 from tests.student.fakes import save_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +65,8 @@ def test_every_head_exports_with_dynamic_sizes_and_matches_pytorch(
         assert json.loads(meta["class_names"]) == ["background", "circle", "square", "triangle"]
         assert json.loads(meta["normalization_mean"]) == pytest.approx(list(student.mean))
         assert meta["student_head"] == head
+        assert json.loads(meta["teacher_config"]) == teacher_record(student.teacher)
+        assert json.loads(meta["teacher_config"])["head"] == "maskclip"
         # sizes and a batch the export and its own check never saw; odd sizes test the
         # upsampling and PSPNet's pooling bins
         for shape in [(2, 3, 53, 91), (1, 3, 130, 67)]:
@@ -157,3 +160,19 @@ def test_a_difference_from_rounding_is_told_apart_from_a_wrong_file(tmp_path: Pa
     path = export_student(student, tmp_path / "s.onnx", fmt="onnx")
     floor = rounding_floor(student, path, fmt="onnx", images=parity_images([(40, 56)]))
     assert 0 < floor["pytorch_vs_fp64"] < 1e-4 and 0 < floor["exported_vs_fp64"] < 1e-4
+
+
+def test_a_write_that_fails_after_the_checks_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    """A read-only output_path was a PermissionError traceback (the write itself failing here:
+    a root user passes the up-front access check)."""
+    from src.student import export as student_export
+
+    ckpt = save_tiny_checkpoint(tmp_path / "s.ckpt")
+
+    def refuse(path, data):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(student_export, "atomic_write_bytes", refuse)
+    with pytest.raises(UserError, match=r"cannot write output_path=.*m\.onnx: Permission denied"):
+        export(config(tmp_path, f"ckpt_path={ckpt}", f"output_path={tmp_path}/m.onnx"))
+    assert not (tmp_path / "m.onnx").exists()

@@ -93,3 +93,82 @@ def test_a_bad_output_folder_fails_before_the_model_loads(tmp_path: Path, kind: 
     expected = "is a file, not a folder" if kind == "file" else "cannot create output_dir"
     with pytest.raises(UserError, match=expected):
         predict(cfg)
+
+
+def test_the_legend_records_the_teacher_in_full_and_other_head_options_are_refused(
+    tmp_path: Path,
+) -> None:
+    """``legend.json`` had no ``head_options``: a rerun with other options into the same
+    folder was accepted, one legend describing masks made two ways (issue 23, item 3)."""
+    folder = images(tmp_path / "in")
+    out = tmp_path / "o"
+    naclip = ["teacher=tiny_vit_test", "teacher.head=naclip"]
+    predict(compose(tmp_path, f"input={folder / 'a.png'}", *naclip))
+    config = legend(out)["model"]["teacher_config"]
+    assert config["head"] == "naclip" and config["head_options"] == {}
+    assert {"clip_model", "pretrained", "templates", "proxy", "refine", "logit_scale"} <= set(
+        config
+    )
+    before = (out / "legend.json").read_text()
+    with pytest.raises(UserError, match="differs in model"):
+        predict(compose(tmp_path, f"input={folder / 'b.png'}", *naclip,
+                        "teacher.head_options={gaussian_std:3}"))  # fmt: skip
+    assert (out / "legend.json").read_text() == before and not (out / "b_mask.png").exists()
+
+
+def _listed(out: Path) -> set[str]:
+    from src.prediction.legend_writer import record_files
+
+    return {name for r in legend(out)["images"] for name in record_files(r)} | {"legend.json"}
+
+
+def test_a_full_disk_leaves_a_legend_that_matches_the_files(tmp_path: Path, monkeypatch) -> None:
+    """The disk fills while the second image's overlay is written (OSError 28): one line, the
+    second image's mask removed, ``legend.json`` listing exactly the first image's files (it
+    listed 0 images while masks existed)."""
+    from src.prediction import outputs
+
+    folder = images(tmp_path / "in")
+    saves = []
+    original = outputs.atomic_save_image
+
+    def save(path, image, **kwargs):
+        saves.append(Path(path).name)
+        if Path(path).name == "b_overlay.jpg":
+            raise OSError(28, "No space left on device")
+        return original(path, image, **kwargs)
+
+    monkeypatch.setattr(outputs, "atomic_save_image", save)
+    out = tmp_path / "o"
+    with pytest.raises(UserError, match=r"the disk is full; legend.json lists the 1 image\(s\)"):
+        predict(compose(tmp_path, f"input={folder}"))
+    assert "b_mask.png" in saves  # written, then removed
+    assert {p.name for p in out.iterdir()} == _listed(out) == {
+        "legend.json", "a_mask.png", "a_overlay.jpg"}  # fmt: skip
+
+
+def test_a_very_long_class_name_gets_a_safe_unique_file_name(tmp_path: Path) -> None:
+    """A 310-character class name with ``confidence_maps=true`` was OSError 36 (file name too
+    long), the outputs half written."""
+    folder = images(tmp_path / "in")
+    long_a, long_b = "a" * 305 + " red", "a" * 305 + " blue"
+    out = tmp_path / "o"
+    predict(compose(tmp_path, f"input={folder / 'a.png'}", f"classes=['{long_a}','{long_b}']",
+                    "confidence_maps=true"))  # fmt: skip
+    maps = legend(out)["images"][0]["confidence_maps"]
+    assert set(maps) == {long_a, long_b} and len(set(maps.values())) == 2
+    assert all(len(name.encode()) <= 255 and (out / name).is_file() for name in maps.values())
+    assert {p.name for p in out.iterdir()} == _listed(out)
+
+
+def test_too_many_classes_are_refused_before_any_prompt_is_encoded(tmp_path, monkeypatch):
+    """500 classes were refused only after encoding 500 x 85 prompts."""
+    folder = images(tmp_path / "in")
+
+    def never(*args, **kwargs):
+        raise AssertionError("the teacher was built")
+
+    monkeypatch.setattr("src.predict.instantiate", never)
+    names = ",".join(f"class{i}" for i in range(500))
+    with pytest.raises(UserError, match=r"^500 classes are too many for a uint8 mask"):
+        predict(compose(tmp_path, f"input={folder}", f"classes=[{names}]"))

@@ -191,6 +191,9 @@ def test_the_readme_has_commands_of_every_kind() -> None:
     modules = {c.words[2] for c in runnable if c.words[:2] == ["python", "-m"]}
     assert {"src.train", "src.eval", "src.predict"} <= modules
     assert any("-m" in c.words[3:] for c in runnable)  # a sweep, as written
+    # scenes/ is made by a README command before any command reads it (issue 23, item 8)
+    makes = lines.index("python scripts/make_scenes.py scenes/")
+    assert makes < min(i for i, line in enumerate(lines) if "scenes/" in line and i != makes)
     assert "needs the CLIP weights of rn50" in str(skip_reason(COMMANDS[lines.index(
         next(x for x in lines if "teacher=rn50" in x))], []))  # fmt: skip
 

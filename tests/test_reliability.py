@@ -10,6 +10,7 @@ Hugging Face endpoint at a closed local port (nothing leaves the machine).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import runpy
 import shlex
@@ -22,6 +23,7 @@ import torch
 from PIL import Image
 
 from tests.data.layouts import label_pattern, make_voc, save_png
+from tests.student.fakes import save_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "RELIABILITY.md"
@@ -65,6 +67,10 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     student = {"state_dict": {"net.w": torch.zeros(1)}, "hyper_parameters": {"teacher": {}}}
     torch.save(student, base / "weights.ckpt")
     torch.save({**student, "optimizer_states": [], "loops": {}}, base / "other.ckpt")
+    settings = {"experiment": "shapes_demo", "data.setting": "annotation_free",
+                "data.unseen_classes": [], "trainer.max_steps": 650}  # fmt: skip
+    torch.save({**student, "optimizer_states": [], "loops": {}, "global_step": 650,
+                "run_settings": settings}, base / "demo.ckpt")  # fmt: skip
     (base / "broken").mkdir()
     (base / "broken" / "notes.jpg").write_text("not a JPEG")
     (base / "mixed").mkdir()
@@ -73,6 +79,9 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cut = (base / "mixed" / "cut.png").read_bytes()
     (base / "mixed" / "cut.png").write_bytes(cut[: len(cut) // 2])
     (base / "taken").write_text("a file")
+    (base / "loop").symlink_to("loop2")
+    save_tiny_checkpoint(base / "student.ckpt")
+    (base / "loop2").symlink_to("loop")
     (base / "out").mkdir()
     legend = {"classes": ["cat", "dog"], "colors": [[128, 0, 0], [0, 128, 0]], "images": [],
               "no_class": {"value": 255, "color": [224, 224, 192]}, "model": {}, "settings": {}}  # fmt: skip
@@ -110,10 +119,13 @@ def run_command(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(sys, "argv", [words[2], *words[3:]])
+    handlers = list(logging.root.handlers)  # Hydra adds its own, bound to this test's stderr
     try:
         runpy.run_module(words[2], run_name="__main__", alter_sys=True)
     except SystemExit as done:
         return done.code
+    finally:  # later tests must not log into this test's closed capture
+        logging.root.handlers[:] = handlers
     return 0
 
 

@@ -114,3 +114,73 @@ def test_make_demo_seeded_runs_are_identical(tmp_path: Path) -> None:
     train(compose_run(resumed, *common, f"ckpt_path={tmp_path}/a/checkpoints/step000004.ckpt"))
     assert csv_column(resumed, "train/loss") == {s: v for s, v in runs["a"].items() if s >= 4}
     assert_same_weights(weights(tmp_path / "a", 8), weights(resumed, 8))
+
+
+def _interrupt_at(step: int, how: str):
+    """A ``random_crops`` that, at optimizer step ``step`` (after drawing the crop, before the
+    update), presses Ctrl-C (``how="int"``) or sends this process SIGTERM (``"term"``: Lightning
+    stops after the step, as a cluster's preemption)."""
+    import os
+    import signal
+
+    from src.student import model
+
+    original = model.random_crops
+
+    def crops(images, target, size):
+        out = original(images, target, size)
+        module = crops.module
+        if module is not None and module.trainer.global_step == step:
+            crops.module = None
+            if how == "int":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    return crops
+
+
+def test_resume_after_ctrl_c_or_sigterm_mid_run_is_the_uninterrupted_run(tmp_path: Path) -> None:
+    """Cut at steps that are no checkpoint boundary (every 3): Ctrl-C in the middle of step 4's
+    forward pass (its crop drawn), then SIGTERM during step 7; each resume continues with the
+    uninterrupted run's losses, learning rates and weights (EMA included). The resumed
+    learning rate used to be logged one step behind."""
+    import signal
+
+    from src.student import model
+
+    run = ["trainer.max_steps=9", *CHECKPOINTS]
+    train(compose_train(tmp_path / "a", *run))
+    first = tmp_path / "cut"
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    results = {}
+    try:
+        for out, step, how, ckpt in (
+            (first, 4, "int", None),
+            (tmp_path / "term", 7, "term", first / "checkpoints" / "last.ckpt"),
+        ):
+            crops = _interrupt_at(step, how)
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(model, "random_crops", crops)
+                watch = lambda self, crops=crops: setattr(crops, "module", self)  # noqa: E731
+                mp.setattr(model.DenseClipPlus, "on_fit_start", watch, raising=False)
+                extra = [f"ckpt_path={ckpt}"] if ckpt else []
+                with pytest.raises(SystemExit) as info:
+                    train(compose_train(out, *run, *extra))
+            results[how] = info.value.code
+            saved = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+            assert saved["global_step"] == (step if how == "int" else step + 1)
+    finally:
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
+    assert results["int"] == 1
+    resumed = tmp_path / "resumed"
+    train(compose_train(resumed, *run, f"ckpt_path={tmp_path}/term/checkpoints/last.ckpt"))
+    for column in ("train/loss", "train/lr"):
+        whole = csv_column(tmp_path / "a", column)
+        assert csv_column(first, column) == {s: v for s, v in whole.items() if s < 4}
+        assert csv_column(tmp_path / "term", column) == {
+            s: v for s, v in whole.items() if 4 <= s <= 7
+        }
+        assert csv_column(resumed, column) == {s: v for s, v in whole.items() if s >= 8}
+    assert_same_weights(weights(tmp_path / "a"), weights(resumed))

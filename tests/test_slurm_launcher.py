@@ -25,3 +25,18 @@ def test_launcher_configs_compose(launcher: str, gpus: int, entry: str) -> None:
         with hydra.initialize_config_dir(str(CONF), version_base="1.3"):
             bad = [*overrides, "hydra.launcher.not_a_key=1"]
             hydra.compose(entry, overrides=bad, return_hydra_config=True)
+
+
+def test_the_slurm_launcher_off_a_cluster_is_one_line(monkeypatch) -> None:
+    """The README's SLURM command on a machine without SLURM was submitit's traceback
+    (``Could not detect "srun"``)."""
+    from src.errors import UserError
+    from src.utils import overrides
+    from src.utils.task import GROUPS, check_group_choices
+
+    monkeypatch.setattr(overrides.shutil, "which", lambda name: None)
+    argv = ["-m", "hydra/launcher=slurm_4gpu", "trainer=ddp", "experiment=shapes_demo"]
+    with pytest.raises(UserError, match="this machine has no SLURM"):
+        check_group_choices(argv, GROUPS, "train")
+    monkeypatch.setattr(overrides.shutil, "which", lambda name: f"/usr/bin/{name}")
+    check_group_choices(argv, GROUPS, "train")  # on a cluster: on to Hydra

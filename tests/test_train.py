@@ -105,7 +105,10 @@ def test_switch_at_step_4_of_40_and_resumes_keep_the_phase(tmp_path) -> None:
     before = tmp_path / "before"  # resumed at step 3 (teacher labels): switches at step 4
     train(
         compose_train(
-            before, "trainer.max_steps=6", f"ckpt_path={first}/checkpoints/step000003.ckpt"
+            before,
+            "trainer.max_steps=6",
+            "resume_allow=[trainer.max_steps]",  # a deliberate change (others are refused)
+            f"ckpt_path={first}/checkpoints/step000003.ckpt",
         )
     )
     assert csv_column(before, "train/self_training") == {3: 0.0, 4: 1.0, 5: 1.0}
@@ -116,6 +119,7 @@ def test_switch_at_step_4_of_40_and_resumes_keep_the_phase(tmp_path) -> None:
             after,
             "trainer.max_steps=8",
             "callbacks.pseudo_label_switch.step=7",
+            "resume_allow=[trainer.max_steps,callbacks.pseudo_label_switch.step]",
             f"ckpt_path={first}/checkpoints/step000006.ckpt",
         )
     )

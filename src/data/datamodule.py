@@ -248,6 +248,14 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.crop_size, self.scale, self.ratio_range = crop_size, tuple(scale), tuple(ratio_range)
         self.cat_max_ratio, self.flip_prob, self.photometric = cat_max_ratio, flip_prob, photometric
         self.eval_scale = None if eval_scale is None else tuple(eval_scale)
+        for key, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size),
+                           ("num_workers", num_workers)):  # fmt: skip
+            low = 0 if key == "num_workers" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise UserError(
+                    f"data.{key}={value!r} is not an integer of at least {low}",
+                    f"give one, e.g. data.{key}={max(low, 2)}",
+                )
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)

@@ -8,6 +8,8 @@ settings) is refused, not mixed.
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import os
 import re
@@ -34,12 +36,29 @@ if TYPE_CHECKING:
     from src.prediction.predictor import Settings
 
 
+#: the longest stem (bytes) and class slug of an output file's name: a file system allows 255
+#: bytes a name, which ``<stem>_conf_<slug>.png`` must fit
+MAX_STEM, MAX_SLUG = 120, 100
+
+
+def _shorten(name: str, limit: int) -> str:
+    """``name`` itself when it fits in ``limit`` UTF-8 bytes, else its start and a short hash
+    of the whole (distinct names stay distinct)."""
+    if len(name.encode("utf-8")) <= limit:
+        return name
+    digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
+    head = name.encode("utf-8")[: limit - 9].decode("utf-8", errors="ignore")
+    return f"{head}~{digest}"
+
+
 def output_stems(paths: Sequence[Path]) -> list[str]:
-    """One distinct file stem per input (``a.jpg`` and ``a.png`` -> ``a_jpg``, ``a_png``)."""
+    """One distinct file stem per input (``a.jpg`` and ``a.png`` -> ``a_jpg``, ``a_png``);
+    a very long name is shortened, with a hash of the whole to stay distinct."""
     counts = Counter(p.stem for p in paths)
     stems, used = [], set()
     for p in paths:
         stem = p.stem if counts[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}"
+        stem = _shorten(stem, MAX_STEM)
         base, n = stem, 2
         while stem in used:
             stem, n = f"{base}_{n}", n + 1
@@ -49,10 +68,12 @@ def output_stems(paths: Sequence[Path]) -> list[str]:
 
 
 def class_slugs(class_names: Sequence[str]) -> list[str]:
-    """File-name-safe, distinct names for the confidence maps (``red car`` -> ``red_car``)."""
+    """File-name-safe, distinct names for the confidence maps (``red car`` -> ``red_car``); a
+    long name is shortened, with a hash of the whole to stay distinct."""
     out: list[str] = []
     for i, name in enumerate(class_names):
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_.") or f"class{i}"
+        slug = _shorten(slug, MAX_SLUG)
         while slug in out:
             slug = f"{slug}_{i}"
         out.append(slug)
@@ -68,7 +89,33 @@ def write_outputs(
     palette: np.ndarray,
     settings: Settings,
 ) -> dict[str, Any]:
-    """Write one image's mask, overlay (and confidence maps); return its legend record."""
+    """Write one image's mask, overlay (and confidence maps); return its legend record.
+
+    All or nothing: when a write fails (a full disk), the files this call wrote are removed
+    and the error raised, so no file of the image is left that a legend does not describe.
+    """
+    written: list[Path] = []
+    before = {p.name for p in out_dir.glob(f"{glob.escape(stem)}_*")}  # an earlier run's
+    try:
+        return _write_outputs(out_dir, stem, image, decoded, class_names, palette, settings,
+                              written)  # fmt: skip
+    except BaseException:
+        for path in written:
+            if path.name not in before:
+                path.unlink(missing_ok=True)
+        raise
+
+
+def _write_outputs(
+    out_dir: Path,
+    stem: str,
+    image: np.ndarray,
+    decoded: Decoded,
+    class_names: Sequence[str],
+    palette: np.ndarray,
+    settings: Settings,
+    written: list[Path],
+) -> dict[str, Any]:
     mask = decoded.mask.cpu().numpy()
     record: dict[str, Any] = {
         "height": int(mask.shape[0]),
@@ -78,7 +125,7 @@ def write_outputs(
         "pixels": dict(zip(class_names, decoded.pixels_per_class, strict=True)),
         "pixels_no_class": int(mask.size - sum(decoded.pixels_per_class)),
     }
-    atomic_save_image(out_dir / record["mask"], mask_image(mask, palette))
+    written.append(atomic_save_image(out_dir / record["mask"], mask_image(mask, palette)))
     overlay = overlay_with_legend(
         image,
         mask,
@@ -88,18 +135,18 @@ def write_outputs(
         alpha=settings.overlay_alpha,
         max_entries=settings.legend_max_entries,
     )
-    atomic_save_image(out_dir / record["overlay"], overlay, quality=90)
+    written.append(atomic_save_image(out_dir / record["overlay"], overlay, quality=90))
     if decoded.confidence is not None:
         conf = decoded.confidence.cpu().numpy()
         record["confidence_maps"] = {}
         for k, slug in enumerate(class_slugs(class_names)):
             name = f"{stem}_conf_{slug}.png"
-            atomic_save_image(out_dir / name, Image.fromarray(conf[k], mode="L"))
+            written.append(atomic_save_image(out_dir / name, Image.fromarray(conf[k], mode="L")))
             record["confidence_maps"][class_names[k]] = name
     if decoded.logits is not None:
         record["logits"] = f"{stem}_logits.npy"
         logits = decoded.logits.cpu().numpy().astype(np.float32, copy=False)
-        atomic_save_npy(out_dir / record["logits"], logits)
+        written.append(atomic_save_npy(out_dir / record["logits"], logits))
     return record
 
 

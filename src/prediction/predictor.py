@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from src.errors import UserError
+from src.utils.records import teacher_record
 
 if TYPE_CHECKING:
     import torch
@@ -55,7 +56,12 @@ def predictor_from_teacher(teacher: DenseClipTeacher) -> Predictor:
         class_names=list(teacher.class_names),
         logit_scale=float(teacher.logit_scale),
         native_size=int(teacher.image_size),
-        info={"model": "teacher", "clip_model": teacher.clip_model, "head": teacher.head},
+        info={
+            "model": "teacher",
+            "clip_model": teacher.clip_model,
+            "head": teacher.head,
+            "teacher_config": teacher_record(teacher),
+        },
         model=teacher,
         reduce=teacher.classify,
         background=bool(teacher.has_background),
@@ -72,7 +78,11 @@ def predictor_from_student(student: DenseClipPlus) -> Predictor:
         class_names=list(student.class_names),
         logit_scale=1.0,
         native_size=int(student.image_size),
-        info={"model": "student", "clip_model": student.clip_model},
+        info={
+            "model": "student",
+            "clip_model": student.clip_model,
+            "teacher_config": teacher_record(student.teacher),
+        },
         model=student,
     )
 

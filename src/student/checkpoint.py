@@ -13,23 +13,9 @@ import torch
 
 from src.errors import UserError
 from src.student.model import DenseClipPlus
+from src.utils.io import describe_file
 
 _FIX = "pass a checkpoint python -m src.train wrote (<run>/checkpoints/last.ckpt)"
-
-
-def _what_file(file: Path) -> str:
-    """What a file that ``torch.load`` cannot read looks like, for the error message."""
-    with open(file, "rb") as f:
-        head = f.read(4096)
-    if head.startswith(b"PK\x03\x04"):
-        return "a damaged or truncated PyTorch checkpoint (the archive is cut short)"
-    try:
-        text = head.decode("utf-8").lstrip()
-    except UnicodeDecodeError:
-        return "not a PyTorch checkpoint"
-    if text.startswith(("{", "[")):
-        return "a JSON file, not a checkpoint"
-    return "a text file, not a checkpoint" if text else "empty"
 
 
 def read_checkpoint(
@@ -46,7 +32,7 @@ def read_checkpoint(
     try:
         ckpt = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
     except Exception:  # zip, pickle or format errors: the file is not what it should be
-        raise UserError(f"the {what} {file} is {_what_file(file)}", fix) from None
+        raise UserError(f"the {what} {file} is {describe_file(file)}", fix) from None
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, Mapping) else None
     if not isinstance(hparams, Mapping) or "teacher" not in hparams or "state_dict" not in ckpt:
         raise UserError(
@@ -93,8 +79,12 @@ def load_student(path: str | os.PathLike, *, map_location: str = "cpu") -> Dense
     read_checkpoint(file)  # a bad file is named as such, before the teacher is built
     try:
         student = DenseClipPlus.load_from_checkpoint(str(file), map_location=map_location)
-    except UserError:
-        raise
+    except UserError as err:  # the teacher it records cannot be rebuilt (weights moved, ...)
+        raise UserError(
+            f"the checkpoint {file} cannot rebuild its teacher: {err.problem}",
+            "put the teacher's weights back where the checkpoint names them (teacher.pretrained "
+            "in the training run's .hydra/config.yaml), then retry",
+        ) from None
     except Exception as err:  # missing keys, wrong class: a checkpoint of another model
         raise UserError(
             f"cannot load the checkpoint {file}: {' '.join(str(err).split())[:300]}", _FIX

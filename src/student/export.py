@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from src.errors import UserError
 from src.utils.io import atomic_write_bytes
+from src.utils.records import teacher_record
 
 if TYPE_CHECKING:
     from src.student.model import DenseClipPlus
@@ -41,7 +42,7 @@ DEFAULT_OPSET = 17
 #: the metadata keys :func:`export_metadata` writes
 METADATA_KEYS = ("class_names", "input", "output", "normalization_mean", "normalization_std",
                  "clip_model", "student_head", "background_class", "producer",
-                 "source_checkpoint")  # fmt: skip
+                 "source_checkpoint", "teacher_config")  # fmt: skip
 
 
 def _bins(length: Tensor, bins: int) -> Tensor:
@@ -124,6 +125,7 @@ def export_metadata(student: DenseClipPlus, *, source: str | None = None) -> dic
         "student_head": str(student.hparams.get("head")),
         "background_class": json.dumps(bool(student.class_offset)),
         "producer": "denseclip-lightning src.export",
+        "teacher_config": json.dumps(teacher_record(student.teacher), sort_keys=True),
     }
     if source:
         meta["source_checkpoint"] = source

@@ -116,6 +116,24 @@ def _set_rng_states(states: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
+def _settle_cut_step(checkpoint: dict[str, Any]) -> None:
+    """A checkpoint written while a training step was cut short (Ctrl-C in the forward pass:
+    the batch fetched, not trained) resumes as one written just before that batch.
+
+    Lightning counts that batch as ``ready`` but not ``processed`` and, on restart, advances
+    its logging step as if the batch had been trained: the resumed run's logged steps (and so
+    its learning rate per logged step) ran one ahead of the uninterrupted run's.
+    """
+    loops = checkpoint.get("loops", {}).get("fit_loop", {})
+    progress = loops.get("epoch_loop.batch_progress")
+    if not isinstance(progress, dict):
+        return
+    for part in ("total", "current"):
+        counts = progress.get(part)
+        if isinstance(counts, dict) and counts.get("processed") == counts.get("completed"):
+            counts["ready"] = counts["started"] = counts["completed"]
+
+
 class EmaUpdate:
     """``torch.optim.swa_utils.get_ema_multi_avg_fn`` as a picklable object (``ddp_spawn``
     pickles the module; the torch function returns a closure): ``ema <- decay * ema +
@@ -285,6 +303,9 @@ class DenseClipPlus(pl.LightningModule):
         return self
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # the random states before this step draws: what a checkpoint written while the step
+        # is cut short (Ctrl-C, a crash) must hold, so the resumed run redoes it identically
+        self._rng_at_step_start = _rng_states()
         if self.hparams.get("freeze_bn"):
             self.train(True)  # whatever mode the loops restored, keep the statistics fixed
 
@@ -297,7 +318,10 @@ class DenseClipPlus(pl.LightningModule):
         if isinstance(hparams, dict) and "backbone_weights" in hparams:
             # the file holds the trained backbone: loading it needs no ImageNet weights file
             hparams["backbone_weights"] = "none"
-        checkpoint["rng_states"] = _rng_states()  # a resumed run draws what this one would
+        # a resumed run draws what this one would: mid-step (the step's draws made, its
+        # update not), the states from before the step, which the resumed run redoes
+        pending = getattr(self, "_rng_at_step_start", None)
+        checkpoint["rng_states"] = pending if pending is not None else _rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put the rebuilt teacher's weights back so strict loading finds every key; keep the
@@ -306,6 +330,7 @@ class DenseClipPlus(pl.LightningModule):
         for key, value in self.teacher.state_dict(prefix="teacher.").items():
             state.setdefault(key, value)
         self._rng_to_restore = checkpoint.get("rng_states")
+        _settle_cut_step(checkpoint)
 
     def on_train_start(self) -> None:
         """A resumed run continues the saved random streams (dropout, crops): the same steps
@@ -450,6 +475,7 @@ class DenseClipPlus(pl.LightningModule):
         super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.ema.update_parameters(self.net)
+        self._rng_at_step_start = None  # the step is done: a checkpoint now holds its draws
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams

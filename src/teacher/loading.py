@@ -53,6 +53,14 @@ def shipped_weights(model_name: str, tag: str | None) -> Path | None:
     return path if path.is_file() else None
 
 
+def known_tags(model_name: str) -> list[str]:
+    """The pretrained tags of ``model_name``: open_clip's and the shipped ``shapes``."""
+    tags = list(oc_pretrained.list_pretrained_tags_by_model(model_name))
+    if shipped_weights(model_name, SHIPPED_TAG) is not None:
+        tags.append(SHIPPED_TAG)
+    return tags
+
+
 #: words in class phrases that carry no meaning of their own (skipped by the vocabulary check)
 _FILLER = frozenset({"a", "an", "the", "and", "of", "with"})
 _warned_words: set[tuple[str, str]] = set()
@@ -242,11 +250,12 @@ def create_clip(
     if pretrained is not None and not is_tag:
         path = Path(os.path.expanduser(pretrained))
         if not path.is_file():
-            tags = oc_pretrained.list_pretrained_tags_by_model(lookup)
+            tags = known_tags(lookup)
             raise UserError(
                 f"pretrained weights '{pretrained}' for {model_name} are neither a known tag nor "
                 f"an existing file",
-                f"pass a checkpoint path, or one of the tags {tags or '(none for this model)'}",
+                "pass a checkpoint path (teacher.pretrained=/path/to/weights.pt)"
+                + (f", or one of the tags {', '.join(tags)}" if tags else ""),
             )
         pretrained = str(path)
         torchscript = is_torchscript_archive(path)

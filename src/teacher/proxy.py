@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.errors import UserError
+from src.errors import UserError, shorten
+from src.utils.io import describe_file
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,10 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception:  # torch's message advises weights_only=False: not for a foreign file
+        raise ValueError(f"the file is {describe_file(path)}") from None
     if isinstance(state, dict) and "teacher" in state:  # DINO's full training checkpoint
         state = state["teacher"]
     if not isinstance(state, dict):
@@ -190,7 +194,7 @@ def load_proxy(
     except Exception as err:  # a foreign or truncated file
         raise UserError(
             f"cannot load {path} as {spec.description} weights for teacher.proxy={name}: "
-            f"{' '.join(str(err).split())[:200]}",
+            f"{shorten(str(err))}",
             f"pass the {spec.original_file} file or a timm '{spec.timm_name}' state dict",
         ) from None
     log.info("proxy %s (%s) loaded from %s", name, spec.timm_name, path)

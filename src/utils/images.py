@@ -86,6 +86,19 @@ def find_images(spec: str, *, skip_outputs_in: str | os.PathLike | None = None) 
                 "check the pattern (quote it so the shell does not expand it)",
             )
         return files
+    if path.is_symlink():  # it exists as a link, but leads nowhere
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:  # Python < 3.13
+            why = "a loop of symbolic links"
+        except OSError as err:
+            why = "a loop of symbolic links" if err.errno == 40 else "a broken symbolic link"
+        else:
+            why = "a symbolic link to something that is not a file or folder"
+        raise UserError(
+            f"input {path} is {why} (to {os.readlink(path)})",
+            "point the link at an image or folder, or pass input=<the file or folder itself>",
+        )
     raise UserError(
         f"input not found: {path}",
         "pass input=<an existing image file, folder, or glob like 'photos/*.jpg'>",

@@ -81,3 +81,19 @@ def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float | int | str]:
             value = value.item()
         out[str(key)] = value
     return out
+
+
+def describe_file(file: str | os.PathLike) -> str:
+    """What a file that ``torch.load`` cannot read looks like, for an error message: a
+    truncated archive, JSON, text, empty, or not a PyTorch file."""
+    with open(file, "rb") as f:
+        head = f.read(4096)
+    if head.startswith(b"PK\x03\x04"):
+        return "a damaged or truncated PyTorch checkpoint (the archive is cut short)"
+    try:
+        text = head.decode("utf-8").lstrip()
+    except UnicodeDecodeError:
+        return "not a PyTorch checkpoint"
+    if text.startswith(("{", "[")):
+        return "a JSON file, not a checkpoint"
+    return "a text file, not a checkpoint" if text else "empty"

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from datetime import datetime
 from pathlib import Path
+from typing import NoReturn
 
 from omegaconf import OmegaConf
 
@@ -23,17 +25,38 @@ RESOLVERS = ("dc.cwd", "dc.run_dir")
 
 
 def new_run_dir(parent: str | os.PathLike, *, now: datetime | None = None) -> str:
-    """Create and return a fresh folder ``<parent>/<date>_<time>_<id>`` no other run holds."""
+    """Create and return a fresh folder ``<parent>/<date>_<time>_<id>`` no other run holds.
+
+    A folder that cannot be created (a read-only disk, a file in the way) ends the command
+    with one ``error:`` line and exit status 2: this runs inside Hydra's config resolution,
+    which would otherwise print an ``InterpolationResolutionError`` trace.
+    """
     folder = Path(parent).expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
     stamp = (now or datetime.now()).strftime("%Y-%m-%d_%H-%M-%S")
-    while True:
-        path = folder / f"{stamp}_{secrets.token_hex(2)}"
-        try:
-            path.mkdir()
-        except FileExistsError:
-            continue  # another run took this name in this second: draw another id
-        return str(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            path = folder / f"{stamp}_{secrets.token_hex(2)}"
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue  # another run took this name in this second: draw another id
+            return str(path)
+    except OSError as err:
+        _cannot_create(folder, err)
+
+
+def _cannot_create(folder: Path, err: OSError) -> NoReturn:
+    from src.errors import UserError
+
+    problem = UserError(
+        f"cannot create the run folder under {folder}: {err.strerror or err}",
+        "run from a folder you can write to, or set DENSECLIP_ROOT=<a writable folder>",
+    )
+    if os.environ.get("HYDRA_FULL_ERROR", "0") == "1":
+        raise problem from err
+    print(f"error: {problem}", file=sys.stderr)
+    raise SystemExit(2)  # not an Exception: passes OmegaConf's and Hydra's wrappers
 
 
 def register_resolvers() -> None:

@@ -133,9 +133,12 @@ GROUPS = (
 )
 
 
-def check_group_choices(argv: Sequence[str], groups: Sequence[str] = ("teacher",)) -> None:
+def check_group_choices(
+    argv: Sequence[str], groups: Sequence[str] = ("teacher",), config_name: str | None = None
+) -> None:
     """Fail early, as a :class:`UserError`, on ``<group>=<name>`` naming no config file
-    (Hydra's own message would exit with status 1; a sweep ``a,b`` checks each name)."""
+    (Hydra's own message would exit with status 1; a sweep ``a,b`` checks each name), and,
+    given ``config_name``, on a ``key=value`` whose key that config lacks."""
     for arg in argv:
         match = re.fullmatch(r"\+{0,2}([\w.]+)=(.*)", arg)
         if not match or match.group(1) not in groups or "(" in match.group(2):
@@ -146,6 +149,11 @@ def check_group_choices(argv: Sequence[str], groups: Sequence[str] = ("teacher",
             choice = choice.strip().strip("'\"")
             if choice not in known and choice != "null":
                 raise UserError(f"unknown {group} '{choice}'", f"use one of: {', '.join(known)}")
+    if config_name is not None:
+        from src.utils.overrides import check_launcher, check_override_keys
+
+        check_launcher(argv)
+        check_override_keys(argv, config_name)
 
 
 def run_task(

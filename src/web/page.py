@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from src.errors import UserError
+from src.errors import UserError, shorten
 from src.web.examples import SHAPE_CLASSES
 from src.web.segment import ModelRequest, PageResult, Segmenter
 
@@ -90,11 +90,43 @@ def legend_html(rows: Sequence[dict[str, Any]]) -> str:
     return "<ul>" + "".join(items) + "</ul>"
 
 
+def check_upload(image: str | None, max_upload_mb: float | None) -> None:
+    """An uploaded file above the page's size limit is a :class:`UserError`; a file that is
+    not an image comes through as its path and is named by the reader."""
+    if not image or max_upload_mb is None or not os.path.isfile(image):
+        return
+    size = os.path.getsize(image) / 2**20
+    if size > max_upload_mb:
+        raise UserError(
+            f"the uploaded file is {size:.1f} MB, above the page's limit of {max_upload_mb:g} MB",
+            "upload a smaller image, or start the page with max_upload_mb=<a larger number>",
+        )
+
+
+def image_input(**kwargs: Any) -> Any:
+    """``gradio.Image`` whose uploads that are not images reach the handler as their path
+    (Gradio's own reader would fail first and show only "upstream app raised an exception");
+    the handler's reader then names the file and the problem."""
+    import gradio as gr
+
+    image = gr.Image(**kwargs)  # not a subclass: Gradio writes a .pyi beside any subclass
+    read = image.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        try:
+            return read(payload)
+        except Exception:  # noqa: BLE001 - not an image: the handler says so
+            return getattr(payload, "path", None)
+
+    image.preprocess = preprocess
+    return image
+
+
 def error_html(err: BaseException) -> str:
     if isinstance(err, UserError):
         text = f"Error: {err.problem}" + (f" (fix: {err.fix})" if err.fix else "")
     else:
-        text = f"Unexpected error: {type(err).__name__}: {' '.join(str(err).split())[:300]}"
+        text = f"Unexpected error: {type(err).__name__}: {shorten(str(err))}"
     return f'<p class="error">{html.escape(text, quote=False)}</p>'
 
 
@@ -108,9 +140,12 @@ def handle(
     ckpt_path: str | None,
     threshold: float | None,
     sliding_window: bool,
+    max_upload_mb: float | None = None,
 ) -> tuple[Any, ...]:
-    """The Segment button: the outputs in the page's order; any error becomes the message."""
+    """The Segment button: the outputs in the page's order; any error becomes the message.
+    ``max_upload_mb``: images larger than this are refused (a message, not a model run)."""
     try:
+        check_upload(image, max_upload_mb)
         request = model_request(teacher, head, options, ckpt_path)
         result: PageResult = segmenter.segment(
             image, classes, request, threshold=threshold, sliding_window=sliding_window
@@ -142,6 +177,7 @@ def build_page(
     default_classes: str | None = None,
     default_ckpt: str | None = None,
     default_sliding_window: bool = False,
+    max_upload_mb: float | None = None,
 ) -> Any:
     """The page as ``gradio.Blocks`` (``heads``: ``None`` hides the head choice; the
     ``default_*`` values pre-fill the form)."""
@@ -158,8 +194,8 @@ def build_page(
         )
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"],
-                                 elem_id="image")  # fmt: skip
+                image = image_input(label="Image", type="filepath",
+                                    sources=["upload", "clipboard"], elem_id="image")  # fmt: skip
                 classes = gr.Textbox(label="Classes", placeholder=SHAPE_CLASSES, lines=1,
                                      value=default_classes,
                                      elem_id="classes")  # fmt: skip
@@ -208,7 +244,7 @@ def build_page(
                                      height="auto", elem_id="confidence")  # fmt: skip
 
         def on_run(*values: Any) -> tuple[Any, ...]:
-            return handle(segmenter, *values)
+            return handle(segmenter, *values, max_upload_mb=max_upload_mb)
 
         run.click(
             on_run,
@@ -219,7 +255,13 @@ def build_page(
     return page
 
 
-def launch(page: Any, *, host: str, port: int, allowed_paths: Sequence[str | Path]) -> None:
+def launch(
+    page: Any,
+    *,
+    host: str,
+    port: int,
+    allowed_paths: Sequence[str | Path],
+) -> None:
     """Serve the page on ``host:port`` until interrupted (no share link, no telemetry)."""
     import gradio as gr
 

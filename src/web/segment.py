@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import itertools
 import re
+import shutil
 import threading
 import time
 import zipfile
@@ -187,14 +188,23 @@ class Segmenter:
             logit_scale = predictor.logit_scale
         (stem,) = output_stems([Path(image_path)])
         folder = self._folder(stem)
-        record = write_outputs(folder, stem, rgb, decoded, class_names, palette, settings)
         used = asdict(settings) | {"device": str(self.device)}
         if used["logit_scale"] is None:
             used["logit_scale"] = logit_scale
-        record = {"input": Path(image_path).name, **record}
-        legend = legend_document(class_names, palette, model=info, settings=used, images=[record])
-        atomic_save_json(folder / "legend.json", legend)
-        zipped = self._zip(folder)
+        try:  # all of the request's files, or none (a full disk leaves no half folder)
+            record = write_outputs(folder, stem, rgb, decoded, class_names, palette, settings)
+            record = {"input": Path(image_path).name, **record}
+            legend = legend_document(class_names, palette, model=info, settings=used,
+                                     images=[record])  # fmt: skip
+            atomic_save_json(folder / "legend.json", legend)
+            zipped = self._zip(folder)
+        except OSError as err:
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.with_suffix(".zip").unlink(missing_ok=True)
+            raise UserError(
+                f"cannot write the request's files into {self.out_dir}: {err.strerror or err}",
+                "free space on that disk (or restart the page with another paths.log_dir)",
+            ) from None
 
         pixels = decoded.pixels_per_class
         entries = legend_entries(class_names, pixels, max_entries=settings.legend_max_entries)

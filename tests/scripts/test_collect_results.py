@@ -254,3 +254,44 @@ def test_training_free_table_has_8_columns_the_mean_and_the_published_rows(tmp_p
     assert "| voc mIoU |" in markdown.split("### Training-free")[0]  # the plain run, elsewhere
     assert "voc21" not in markdown.split("### Training-free")[0]
     assert sweep / "training_free.csv" in written
+
+
+def _set_config(run: Path, **values: Any) -> None:
+    """Set dotted keys of a run folder's ``.hydra/config.yaml``."""
+    path = run / ".hydra" / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    for dotted, value in values.items():
+        node = config
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    path.write_text(yaml.safe_dump(config))
+
+
+def test_runs_whose_configs_differ_beyond_the_seed_are_rows_of_their_own(tmp_path) -> None:
+    """The README's head sweep (``teacher.head=maskclip,naclip``) printed one row, "42.2*
+    mean of several runs", from 33.94 and 50.54; two seeds of one config are still averaged."""
+    sweep = tmp_path / "logs" / "train" / "multiruns" / "d"
+    for i, (head, seed, miou, teacher) in enumerate(
+        [("maskclip", 0, 0.3394, 0.30), ("naclip", 0, 0.5054, 0.45), ("naclip", 1, 0.5154, 0.45)]
+    ):
+        run = make_run(sweep / str(i), {"val/miou": miou, "teacher/val/miou": teacher},
+                       task="train", data="shapes", teacher="tiny_shapes_vit_plain",
+                       student="deeplabv2_r18_shallow")  # fmt: skip
+        _set_config(run, **{"teacher.head": head, "seed": seed, "student.lr": 0.001,
+                            "paths.output_dir": str(run), "data.num_workers": i})  # fmt: skip
+    markdown, _ = cr.collect([str(sweep)], tmp_path / "out")
+    rows = [line for line in markdown.splitlines() if "tiny_shapes_vit_plain" in line]
+    table1 = [line for line in rows if line.count("|") > 8][:4]
+    assert table1 == [
+        "| annotation_free | DenseCLIP [teacher.head=maskclip] | tiny_shapes_vit_plain | - | - | - | 30.0 | - |",
+        "| annotation_free | DenseCLIP [teacher.head=naclip] | tiny_shapes_vit_plain | - | - | - | 45.0* | - |",
+        "| annotation_free | DenseCLIP+ [teacher.head=maskclip] | tiny_shapes_vit_plain | "
+        "deeplabv2_r18_shallow | - | - | 33.9 | - |",
+        "| annotation_free | DenseCLIP+ [teacher.head=naclip] | tiny_shapes_vit_plain | "
+        "deeplabv2_r18_shallow | - | - | 51.0* | - |",
+    ]
+    assert "42.2" not in markdown
+    runs = (tmp_path / "out" / "runs.csv").read_text()
+    assert "DenseCLIP+ [teacher.head=naclip],shapes" in runs

@@ -73,6 +73,10 @@ def test_a_request_writes_what_predict_writes_with_the_same_mask(
     for key in ("classes", "colors", "no_class", "settings"):
         assert mine[key] == reference[key], key
     assert mine["images"][0]["pixels"] == reference["images"][0]["pixels"]
+    # the request's folder records the teacher in full, as predict's legend does
+    assert mine["model"]["teacher_config"] == reference["model"]["teacher_config"]
+    assert mine["model"]["teacher_config"]["head"] == "maskclip"
+    assert mine["model"]["teacher_config"]["head_options"] == {}
     # the page's pictures are the files' contents
     mask = np.asarray(Image.open(result.folder / "scene_mask.png").convert("RGB"))
     assert np.array_equal(result.mask, mask)
@@ -196,3 +200,52 @@ def test_teacher_heads_are_read_at_run_time(monkeypatch) -> None:
     registry.HEADS = {"maskclip": object, "naclip": object}  # a registry: name -> class
     monkeypatch.setitem(sys.modules, "src.teacher.heads", registry)
     assert models.teacher_heads() == ["maskclip", "naclip"]
+
+
+def test_a_large_upload_and_a_non_image_are_messages_on_the_page(
+    tmp_path: Path, segmenter: Segmenter, scene_file: Path
+) -> None:
+    """Above ``max_upload_mb`` the page refuses before any model runs; a file that is not an
+    image reaches the handler as its path (``image_input``) and is named there."""
+    big = tmp_path / "big.png"
+    big.write_bytes(scene_file.read_bytes() + b"\0" * (2**20 + 1))
+    status, overlay, *_ = handle(segmenter, str(big), SHAPES, "tiny_shapes", None, "", "", 0.0,
+                                 False, max_upload_mb=1)  # fmt: skip
+    assert "the uploaded file is 1.0 MB, above the page's limit of 1 MB" in status
+    assert overlay is None and not (tmp_path / "requests").exists()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    from src.web.page import image_input
+
+    class Upload:
+        path = str(notes)
+
+    assert image_input(type="filepath").preprocess(Upload()) == str(notes)
+    status, *_ = handle(segmenter, str(notes), SHAPES, "tiny_shapes", None, "", "", 0.0, False,
+                        max_upload_mb=1)  # fmt: skip
+    assert "cannot read the image" in status and 'class="error"' in status
+
+
+def test_the_error_text_keeps_its_beginning() -> None:
+    """The page cut messages with a fixed slice from the end: the first letters were lost."""
+    from src.errors import shorten
+    from src.web.page import error_html
+
+    text = "Problem at the start " + "word " * 200
+    shown = shorten(text, 60)
+    assert shown.startswith("Problem at the start") and shown.endswith(" …") and len(shown) <= 62
+    assert "Unexpected error: ValueError: Problem at the start" in error_html(ValueError(text))
+
+
+def test_a_full_disk_leaves_no_half_request_folder(
+    tmp_path: Path, segmenter: Segmenter, scene_file: Path, monkeypatch
+) -> None:
+    from src.web import segment as segment_module
+
+    def full(path, obj):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(segment_module, "atomic_save_json", full)  # the legend, after the masks
+    with pytest.raises(UserError, match="No space left on device"):
+        segmenter.segment(scene_file, SHAPES, ModelRequest("tiny_shapes"))
+    assert list((tmp_path / "requests").iterdir()) == []  # no masks without their legend
