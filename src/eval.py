@@ -91,21 +91,15 @@ def check_background(teacher: Any, dm: Any) -> None:
         )
 
 
-def windowed(model: Any, protocol: dict[str, Any]) -> Any:
-    """``model`` scored over the protocol's sliding windows (the one implementation in
-    :mod:`src.prediction.windows`)."""
-    from src.prediction.predictor import predictor_from_student, predictor_from_teacher
-    from src.prediction.windowed import WindowedModel
+def protocol_windows(protocol: dict[str, Any]) -> Any:
+    """The protocol's sliding windows for the one scoring path (:mod:`src.scoring`), or
+    ``None`` (whole images)."""
+    from src.scoring import Windows
 
-    if hasattr(model, "classify"):
-        predictor = predictor_from_teacher(model)
-    else:
-        predictor = predictor_from_student(model)
-    return WindowedModel(
-        predictor,
-        window=int(protocol["window"]),
-        stride=int(protocol["stride"]),
-        window_batch=int(protocol.get("window_batch", 8)),
+    if not protocol.get("sliding_window"):
+        return None
+    return Windows(
+        int(protocol["window"]), int(protocol["stride"]), int(protocol.get("window_batch", 8))
     )
 
 
@@ -139,10 +133,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         check_background(model, dm)
     dm.set_normalization(model.mean, model.std)
     module = EvaluationModule(
-        windowed(model, protocol) if protocol.get("sliding_window") else model,
+        model,
         num_classes=dm.num_classes,
         class_offset=dm.class_offset,
         unseen_indices=dm.unseen_indices,
+        windows=protocol_windows(protocol),
     )
     trainer: pl.Trainer = instantiate(
         cfg.trainer,

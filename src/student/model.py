@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from src.batch import BACKGROUND, CANDIDATES, IGNORE_INDEX, IMAGE, TARGET, UNLABELLED
 from src.errors import UserError
+from src.scoring import Windows, score_images
 from src.student.backbones import ClipResNetBackbone, build_backbone
 from src.student.decoders import build_head
 from src.student.targets import build_targets, ignore_unlabelled, random_crops
@@ -347,11 +348,13 @@ class DenseClipPlus(pl.LightningModule):
         """(B, K, h, w) logits of the trained net at feature resolution."""
         return self.net(images)
 
-    def predict_logits(self, images: Tensor, size: Sequence[int] | None = None) -> Tensor:
-        """(B, K, H, W) logits upsampled to ``size`` (default: the input's); EMA if kept."""
-        logits = self._eval_net()(images)
-        out = tuple(size) if size is not None else tuple(images.shape[-2:])
-        return F.interpolate(logits, size=out, mode="bilinear", align_corners=False)
+    def predict_logits(
+        self, images: Tensor, size: Sequence[int] | None = None, *, windows: Windows | None = None
+    ) -> Tensor:
+        """(B, K, H, W) logits at ``size`` (default: the input's) through the one scoring path
+        (:func:`src.scoring.score_images`: the whole image or sliding ``windows``, upsampled);
+        EMA if kept."""
+        return score_images(self._eval_net(), images, size=size, windows=windows)
 
     @torch.no_grad()
     def teacher_logits(self, images: Tensor, size: Sequence[int] | None = None) -> Tensor:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from src.errors import UserError
+from src.scoring import Refiner, Windows, dense_scores, score_images
 from src.teacher import refine as maskclip_refine
 from src.teacher.features import output_stride, pad_to_multiple
 from src.teacher.heads import (
@@ -293,13 +294,26 @@ class DenseClipTeacher(pl.LightningModule):
 
     @torch.no_grad()
     def predict_logits(
-        self, images: torch.Tensor, size: tuple[int, int] | None = None, *, refine: bool = True
+        self,
+        images: torch.Tensor,
+        size: tuple[int, int] | None = None,
+        *,
+        refine: bool = True,
+        windows: Windows | None = None,
     ) -> torch.Tensor:
-        """(B, C, H, W) class scores at ``size`` (default: the input's size): the names'
-        scores upsampled and refined there (``refine=pamr``, unless ``refine=False``), then
-        reduced to classes (:meth:`classify`); C = K, plus the background channel 0 when
-        :attr:`has_background`."""
-        return self.classify(self.name_logits(images, size, refine=refine))
+        """(B, C, H, W) class scores at ``size`` (default: the input's), through the one
+        scoring path (:func:`src.scoring.score_images`): the names' scores on the whole image
+        or over sliding ``windows``, upsampled to ``size``, refined there (``refine=pamr``,
+        unless ``refine=False``), then reduced to classes (:meth:`classify`); C = K, plus the
+        background channel 0 when :attr:`has_background`."""
+        return score_images(
+            self.input_scores,
+            images,
+            size=size,
+            windows=windows,
+            refine=self.refiner if refine else None,
+            reduce=self.classify,
+        )
 
     def classify(self, name_logits: torch.Tensor) -> torch.Tensor:
         """(B, Q, H, W) name scores -> (B, C, H, W) class scores: each class's best name, and
@@ -315,11 +329,28 @@ class DenseClipTeacher(pl.LightningModule):
 
     @torch.no_grad()
     def name_logits(
-        self, images: torch.Tensor, size: tuple[int, int] | None = None, *, refine: bool = True
+        self,
+        images: torch.Tensor,
+        size: tuple[int, int] | None = None,
+        *,
+        refine: bool = True,
+        windows: Windows | None = None,
     ) -> torch.Tensor:
-        """(B, Q, H, W) cosine scores of every name upsampled bilinearly to ``size``, then
-        refined there (``refine=pamr``) unless ``refine=False``."""
-        original = images
+        """(B, Q, H, W) cosine scores of every name at ``size`` (:func:`src.scoring.dense_scores`:
+        whole image or ``windows``, upsampled bilinearly, refined unless ``refine=False``)."""
+        return dense_scores(
+            self.input_scores,
+            images,
+            size=size,
+            windows=windows,
+            refine=self.refiner if refine else None,
+        )
+
+    @torch.no_grad()
+    def input_scores(self, images: torch.Tensor) -> torch.Tensor:
+        """The teacher's scorer: (B, 3, h, w) normalised images -> (B, Q, h', w') cosine scores
+        of every name, unrefined, on the feature grid (or at the input's size where the input
+        was padded to whole patches: upsampled to the padded size and cropped)."""
         h, w = images.shape[-2:]
         # ViT input is padded to the patch size; a ResNet needs at least 32 px per side
         padded = self.stride != 32 or min(h, w) < self.stride
@@ -330,10 +361,12 @@ class DenseClipTeacher(pl.LightningModule):
             ph, pw = images.shape[-2:]
             scores = F.interpolate(scores, size=(ph, pw), mode="bilinear", align_corners=False)
             scores = scores[..., :h, :w]
-        out = size if size is not None else (h, w)
-        if tuple(scores.shape[-2:]) != tuple(out):
-            scores = F.interpolate(scores, size=tuple(out), mode="bilinear", align_corners=False)
-        return self.refine_logits(original, scores) if refine else scores
+        return scores
+
+    @property
+    def refiner(self) -> Refiner | None:
+        """``teacher.refine`` as the scoring path's refiner (``None`` when off)."""
+        return None if self.refine is None else self.refine_logits
 
     @torch.no_grad()
     def refine_logits(self, images: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
