@@ -23,15 +23,16 @@ from src.scoring import Refiner, Windows, dense_scores, score_images
 from src.teacher import refine as maskclip_refine
 from src.teacher.features import output_stride, pad_to_multiple
 from src.teacher.heads import (
-    LOGIT_SCALES,
     DenseHead,
+    HeadSetup,
     check_head_fits,
+    default_head,
+    head_spec,
     plain_config,
     resolve_head_options,
 )
 from src.teacher.loading import create_clip, warn_unknown_words
 from src.teacher.pamr import pamr
-from src.teacher.proxy import load_proxy, resolve_proxy_weights
 from src.teacher.refine import CLIP_LOGIT_SCALE
 from src.teacher.text import (
     cache_key,
@@ -64,11 +65,11 @@ class DenseClipTeacher(pl.LightningModule):
         cache_dir: folder for the text-embedding cache (``None``: no cache).
         precision: open_clip precision of the weights (``fp32``, ``fp16``, ``bf16``).
         quick_gelu: text/ViT activation; ``None`` follows the weights (QuickGELU for OpenAI's).
-        head: the dense head (``maskclip``, DenseCLIP's; ``sclip``, ``clearclip``, ``naclip``,
-            ``resclip``, ``proxyclip`` for ViT CLIPs; :mod:`src.teacher.heads`).
-        head_options: the head's settings beyond its authors' defaults (``HEAD_OPTIONS``).
-        proxy: ProxyCLIP's proxy ViT (``dino_vitb8``, ``dino_vitb16``, ``dinov2_vitb14``);
-            used by ``head=proxyclip`` only.
+        head: the dense head, one of :func:`~src.teacher.heads.registered_heads` (``None``:
+            the first, DenseCLIP's value path; the training-free heads need ViT CLIPs).
+        head_options: the head's settings beyond its authors' defaults (its spec's options).
+        proxy: a proxy ViT (``dino_vitb8``, ``dino_vitb16``, ``dinov2_vitb14``) for the heads
+            that build one (their spec's ``extras``).
         proxy_weights: a local file with the proxy's weights (``None``: timm's cache).
         refine: ``pamr`` refines the scores with the image (PAMR), or ``None``.
         background: words of a background class (``"sky, wall, tree"`` or a list), scored like
@@ -97,7 +98,7 @@ class DenseClipTeacher(pl.LightningModule):
         cache_dir: str | os.PathLike | None = None,
         precision: str = "fp32",
         quick_gelu: bool | None = None,
-        head: str = "maskclip",
+        head: str | None = None,
         head_options: Mapping[str, Any] | None = None,
         proxy: str | None = "dino_vitb8",
         proxy_weights: str | None = None,
@@ -117,11 +118,13 @@ class DenseClipTeacher(pl.LightningModule):
         self.ks_threshold = float(ks_threshold)
         self.pd_threshold = float(pd_threshold)
         self.cache_dir = None if cache_dir is None else str(cache_dir)
-        # a bad head, refinement or proxy fails before the CLIP loads
-        resolve_head_options(str(head), head_options)
+        # a bad head, option, refinement or proxy fails before the CLIP loads
+        head = default_head() if head is None else str(head)
+        resolve_head_options(head, head_options)
         self.refine = _refine_choice(refine)
-        if head == "proxyclip":
-            resolve_proxy_weights(proxy, proxy_weights)
+        spec = head_spec(head)
+        if spec.precheck is not None:
+            spec.precheck(HeadSetup(None, clip_model, proxy=proxy, proxy_weights=proxy_weights))
         #: ``teacher.logit_scale`` as given (``None``: each head's own, set by :meth:`set_head`)
         self.logit_scale_override = None if logit_scale is None else float(logit_scale)
         check_background_options(
@@ -164,21 +167,24 @@ class DenseClipTeacher(pl.LightningModule):
     ) -> None:
         """Use dense head ``head`` from now on (the CLIP and the vocabulary stay)."""
         head = str(head)
+        spec = head_spec(head)
         options = resolve_head_options(head, head_options)
         check_head_fits(head, self.clip.visual, self.clip_model)
-        proxy_net = None
-        if head == "proxyclip":
-            dtype = self.clip.visual.conv1.weight.dtype
-            proxy_net = load_proxy(str(proxy), proxy_weights, dtype=dtype)
-            proxy_net.to(self.clip.visual.conv1.weight.device)
-        self.head = head
-        self.dense_head = DenseHead(
-            head, self.clip.visual, options, proxy=proxy_net, mean=self.mean, std=self.std
+        setup = HeadSetup(
+            self.clip.visual,
+            self.clip_model,
+            mean=self.mean,
+            std=self.std,
+            proxy=proxy,
+            proxy_weights=proxy_weights,
         )
+        extras = spec.extras(setup) if spec.extras is not None else {}
+        self.head = head
+        self.dense_head = DenseHead(head, options, extras)
         #: softmax temperature of the cosine scores: ``teacher.logit_scale``, else the head's
-        #: own (its authors'; CLIP's 100 for maskclip)
+        #: own (its authors' softmax scale; CLIP's 100 for DenseCLIP's value path)
         override = getattr(self, "logit_scale_override", None)
-        self.logit_scale = LOGIT_SCALES[head] if override is None else override
+        self.logit_scale = spec.logit_scale if override is None else override
         self.hparams.update(
             head=head,
             head_options=plain_config(head_options or {}),
@@ -286,6 +292,13 @@ class DenseClipTeacher(pl.LightningModule):
         feats = F.normalize(feats.float(), dim=1)
         text = self.name_embeddings.to(feats)
         cos = torch.einsum("bdhw,kd->bkhw", feats, text)
+        if not bool(torch.isfinite(cos).all()):  # once per batch: a head option gone wrong
+            raise UserError(
+                f"teacher.head={self.head} with head_options {self.dense_head.options} gave "
+                "non-finite scores",
+                "use the head's default options (teacher.head_options=null) or values nearer "
+                "them; with fp16/bf16 weights try teacher.precision=fp32",
+            )
         if self.prompt_denoising:
             cos = maskclip_refine.prompt_denoise(cos, self.pd_threshold)
         if self.key_smoothing:
