@@ -42,7 +42,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args = parser.parse_args(argv)
 
     from src.data.shapes import ShapesConfig, render_scene
-    from src.pictures.grid import GridModel, build_grid, grid_figure, grid_settings
+    from src.pictures.grid import grid_figure
+    from src.prediction.grid import GridModel, build_grid, grid_settings
     from src.prediction.predictor import predictor_from_teacher
     from src.teacher.heads import head_spec
     from src.teacher.model import DenseClipTeacher

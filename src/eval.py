@@ -36,6 +36,7 @@ from src.utils.task import (
     run_task,
     seed_run,
 )
+from src.utils.teachers import build_teacher
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +123,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("ckpt_path"):
         model, kind = load_student_for(str(cfg.ckpt_path), dm), "student"
     else:
-        extra = {} if dm.teacher_background is None else {"background": dm.teacher_background}
-        model = instantiate(
+        model = build_teacher(
             cfg.teacher,
-            class_names=dm.teacher_class_names,
+            dm.teacher_class_names,
             cache_dir=cfg.paths.cache_dir,
-            **extra,
+            background=dm.teacher_background,
         )
         kind = "teacher"
         check_background(model, dm)
