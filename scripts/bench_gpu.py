@@ -5,7 +5,7 @@ On a machine without CUDA it prints one line and exits 0. On CUDA, with random w
 
 - ``teacher``: images/s of the DenseCLIP teacher's forward (dense scores for ``--classes``
   classes, upsampled to the input) for every head the teacher offers (``teacher.head``, read
-  at run time; ResNet CLIPs have ``maskclip`` only) and input size, against open_clip's
+  from the registry; ResNet CLIPs have the heads that run on any tower) and input size, against open_clip's
   ``encode_image`` of the same CLIP at the same size, fp32 and bf16 autocast.
 - ``student``: one DenseCLIP+ training step (online teacher labels, student forward, loss,
   backward, SGD step) at the paper's crop (512) and batch 4 / 8 / 16, in bf16 autocast with
@@ -79,13 +79,13 @@ def mfu(flops_per_step: float, seconds_per_step: float, peak: float | None) -> f
 
 
 def teacher_heads_for(clip_model: str) -> list[str]:
-    """The heads to measure on ``clip_model``: every head of this version of the teacher on a
-    ViT, ``maskclip`` on a ResNet (or whatever the teacher has when it has no head option)."""
-    from src.prediction.models import teacher_heads
+    """The heads to measure on ``clip_model``: every registered head on a ViT, the heads that
+    run on any tower (DenseCLIP's value path) on a ResNet."""
+    from src.teacher.heads import head_spec, registered_heads
 
-    heads = teacher_heads()
+    heads = registered_heads()
     if clip_model.upper().startswith("RN") or clip_model.endswith("-rn"):
-        return [h for h in heads if h == "maskclip"] or heads[:1]
+        return [h for h in heads if not head_spec(h).vit_only]
     return heads
 
 

@@ -35,7 +35,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-HEADS = ["maskclip", "sclip", "clearclip", "naclip", "resclip", "proxyclip"]
 #: (label, teacher kwargs, image height, width, batch)
 MODELS = {
     "tiny_shapes_vit_plain@128": (
@@ -131,9 +130,29 @@ def proxy_weights_file(folder: Path) -> Path:
     return path
 
 
+def head_choices() -> list[str]:
+    """Every registered teacher head (:func:`src.teacher.heads.registered_heads`)."""
+    from src.teacher.heads import registered_heads
+
+    return registered_heads()
+
+
+def refined_points(heads: Sequence[str]) -> list[tuple[str, str]]:
+    """(head, refine) points measured with a refinement: the default head with PAMR, and each
+    head its authors pair with a refinement."""
+    from src.teacher.heads import default_head, head_spec
+
+    out = []
+    for head in heads:
+        refine = head_spec(head).authors_refine or ("pamr" if head == default_head() else None)
+        if refine:
+            out.append((head, refine))
+    return out
+
+
 def pamr_overheads(results: list[dict]) -> list[dict[str, Any]]:
     """For each (model, head) measured with and without PAMR: the time PAMR adds, as a
-    fraction of the head's own time, and the slowdown (the issue's goals: +25% for naclip on
+    fraction of the head's own time, and the slowdown (the issue's goals: +25% for NACLIP on
     ViT-B/16 at 224 px, batch 4; x2 on the tiny plain ViT at 128 px, batch 16)."""
     plain = {(r["model"], r["head"]): r for r in results if r["refine"] is None}
     out = []
@@ -148,9 +167,10 @@ def pamr_overheads(results: list[dict]) -> list[dict[str, Any]]:
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    heads = head_choices()
     parser.add_argument("--quick", action="store_true", help="the tiny model only")
     parser.add_argument("--models", nargs="*", default=None, choices=list(MODELS))
-    parser.add_argument("--heads", nargs="*", default=HEADS, choices=HEADS)
+    parser.add_argument("--heads", nargs="*", default=heads, choices=heads)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:n]")
     parser.add_argument("--warmup", type=int, default=1)
@@ -168,10 +188,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
     models = args.models or (["tiny_shapes_vit_plain@128"] if args.quick else list(MODELS))
     points = [(m, h, None) for m in models for h in args.heads]
-    points += [(m, h, "pamr") for m in models for h in ("maskclip", "naclip") if h in args.heads]
+    points += [(m, h, r) for m in models for h, r in refined_points(args.heads)]
     results = []
+    from src.teacher.heads import head_spec
+
     with tempfile.TemporaryDirectory() as tmp:
-        proxy = str(proxy_weights_file(Path(tmp))) if "proxyclip" in args.heads else "none"
+        weights = any(head_spec(h).needs_weights for h in args.heads)
+        proxy = str(proxy_weights_file(Path(tmp))) if weights else "none"
         for model, head, refine in points:
             cmd = [sys.executable, __file__, "--one", model, head, refine or "none", proxy,
                    "--threads", str(args.threads), "--device", args.device, "--warmup", str(args.warmup),

@@ -134,7 +134,8 @@ def make_grid(args: argparse.Namespace) -> Path:
         raise UserError(f"checkpoint not found: {args.ckpt}", "pass --ckpt <path to a .ckpt>")
 
     from src.pictures.confusion import save_figure
-    from src.pictures.grid import GridModel, build_grid, grid_figure, grid_settings
+    from src.pictures.grid import grid_figure
+    from src.prediction.grid import GridModel, build_grid, grid_settings
     from src.prediction.predictor import choose_device, predictor_from_teacher, student_predictor
     from src.teacher.model import DenseClipTeacher
 

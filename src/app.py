@@ -31,7 +31,8 @@ from omegaconf import DictConfig
 from src.errors import UserError, shorten
 from src.prediction.models import LoadedModel, ModelCache, teacher_has_head_option, teacher_heads
 from src.prediction.predictor import Settings, choose_device, class_list
-from src.utils.task import CONF_DIR, check_group_choices, instantiate, run_task
+from src.utils.task import CONF_DIR, check_group_choices, run_task
+from src.utils.teachers import build_teacher
 
 # never phone home: set before gradio (or huggingface_hub) is imported
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -104,7 +105,7 @@ def make_loader(cfg: DictConfig, device: Any):
         else:
             node = compose_teacher(request.teacher, request.options)
         try:
-            teacher = instantiate(node, class_names=classes, cache_dir=cache_dir)
+            teacher = build_teacher(node, classes, cache_dir=cache_dir, device=device)
         except UserError:
             raise
         except Exception as err:  # an option the teacher does not take
@@ -120,7 +121,7 @@ def make_loader(cfg: DictConfig, device: Any):
             "options": list(request.options),
             "pretrained": teacher.pretrained,
         }
-        return LoadedModel(teacher.to(device).eval(), "teacher", info, list(classes))
+        return LoadedModel(teacher, "teacher", info, list(classes))
 
     return load
 

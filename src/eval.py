@@ -38,6 +38,7 @@ from src.utils.task import (
     run_task,
     seed_run,
 )
+from src.utils.teachers import build_teacher
 
 log = logging.getLogger(__name__)
 
@@ -93,21 +94,15 @@ def check_background(teacher: Any, dm: Any) -> None:
         )
 
 
-def windowed(model: Any, protocol: dict[str, Any]) -> Any:
-    """``model`` scored over the protocol's sliding windows (the one implementation in
-    :mod:`src.prediction.windows`)."""
-    from src.prediction.predictor import predictor_from_student, predictor_from_teacher
-    from src.prediction.windowed import WindowedModel
+def protocol_windows(protocol: dict[str, Any]) -> Any:
+    """The protocol's sliding windows for the one scoring path (:mod:`src.scoring`), or
+    ``None`` (whole images)."""
+    from src.scoring import Windows
 
-    if hasattr(model, "classify"):
-        predictor = predictor_from_teacher(model)
-    else:
-        predictor = predictor_from_student(model)
-    return WindowedModel(
-        predictor,
-        window=int(protocol["window"]),
-        stride=int(protocol["stride"]),
-        window_batch=int(protocol.get("window_batch", 8)),
+    if not protocol.get("sliding_window"):
+        return None
+    return Windows(
+        int(protocol["window"]), int(protocol["stride"]), int(protocol.get("window_batch", 8))
     )
 
 
@@ -130,21 +125,21 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("ckpt_path"):
         model, kind = load_student_for(str(cfg.ckpt_path), dm), "student"
     else:
-        extra = {} if dm.teacher_background is None else {"background": dm.teacher_background}
-        model = instantiate(
+        model = build_teacher(
             cfg.teacher,
-            class_names=dm.teacher_class_names,
+            dm.teacher_class_names,
             cache_dir=cfg.paths.cache_dir,
-            **extra,
+            background=dm.teacher_background,
         )
         kind = "teacher"
         check_background(model, dm)
     dm.set_normalization(model.mean, model.std)
     module = EvaluationModule(
-        windowed(model, protocol) if protocol.get("sliding_window") else model,
+        model,
         num_classes=dm.num_classes,
         class_offset=dm.class_offset,
         unseen_indices=dm.unseen_indices,
+        windows=protocol_windows(protocol),
     )
     trainer: pl.Trainer = instantiate(
         cfg.trainer,

@@ -49,7 +49,8 @@ from src.prediction.predictor import (
 )
 from src.teacher.text import validate_class_names
 from src.utils.images import check_readable, find_images, load_rgb
-from src.utils.task import check_group_choices, instantiate, run_task
+from src.utils.task import check_group_choices, run_task
+from src.utils.teachers import build_teacher
 
 if TYPE_CHECKING:  # torch and the models are imported once the input is known to be good
     import torch
@@ -107,8 +108,7 @@ def teacher_predictor(
         raise UserError(
             "no classes given", "name the classes to find, e.g. 'classes=[cat,dog,red car]'"
         )
-    teacher = instantiate(cfg.teacher, class_names=classes, cache_dir=cfg.paths.cache_dir)
-    teacher = teacher.to(device)
+    teacher = build_teacher(cfg.teacher, classes, cache_dir=cfg.paths.cache_dir, device=device)
     choice = HydraConfig.get().runtime.choices.get("teacher") if HydraConfig.initialized() else None
     predictor = predictor_from_teacher(teacher)
     predictor.info.update(

@@ -40,6 +40,7 @@ from src.utils.task import (
     run_task,
     seed_run,
 )
+from src.utils.teachers import build_teacher
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     dm = instantiate(cfg.data)  # the vocabulary first: the teacher encodes it
     for split in dict.fromkeys((dm.train_split, dm.val_split)):
         dm.build_raw(split)  # a missing data root or split list fails before the teacher loads
-    extra = {} if dm.teacher_background is None else {"background": dm.teacher_background}
-    teacher = instantiate(
-        cfg.teacher, class_names=dm.teacher_class_names, cache_dir=cfg.paths.cache_dir, **extra
+    teacher = build_teacher(
+        cfg.teacher,
+        dm.teacher_class_names,
+        cache_dir=cfg.paths.cache_dir,
+        background=dm.teacher_background,
     )
     dm.set_normalization(teacher.mean, teacher.std)
     if cfg.student.get("unlabelled") == "ignore" and dm.setting == "annotation_free":

@@ -42,7 +42,11 @@ def test_no_library_module_or_script_imports_an_entry_point() -> None:
         ("src/teacher", ("src.student", "src.data", "src.evaluation", "src.prediction")),
         ("src/student", ("src.data", "src.prediction")),
         ("src/evaluation", ("src.teacher", "src.student", "src.data", "src.prediction")),
-        ("src/pictures", ("src.teacher", "src.student", "src.data")),
+        # pictures draw; prediction predicts (issue 20)
+        (
+            "src/pictures",
+            ("src.teacher", "src.student", "src.data", "src.prediction", "src.evaluation"),
+        ),  # fmt: skip
         ("src/prediction", ("src.data", "src.evaluation", "src.web")),
         ("src/web", ("src.evaluation",)),
     ],
@@ -61,3 +65,11 @@ def test_one_home_for_instantiate_palette_and_checkpoint_loading() -> None:
     assert defining(r"(?m)^VOID_COLOR\s*=") == ["src/pictures/palette.py"]
     assert defining(r"(?m)^def pascal_palette\(") == ["src/pictures/palette.py"]
     assert defining(r"load_from_checkpoint\(") == ["src/student/checkpoint.py"]
+
+
+def test_one_teacher_factory_for_the_entry_points() -> None:
+    """train, eval, predict and app build the teacher with ``build_teacher`` (one factory)."""
+    for name in ("train", "eval", "predict", "app"):
+        text = (ROOT / "src" / f"{name}.py").read_text()
+        assert "build_teacher(" in text, name
+        assert not re.search(r"instantiate\(\s*(cfg\.teacher|node)\b", text), name

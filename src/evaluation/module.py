@@ -1,6 +1,7 @@
 """Evaluate any model with ``predict_logits(images, size)``: :class:`EvaluationModule` wraps
 it for ``Trainer.test`` (progress bar, devices, DDP: the confusion matrix is summed over
-processes)."""
+processes). With sliding windows the model is asked for ``predict_logits(images, size,
+windows=...)``: the one scoring path (:mod:`src.scoring`) slides, resizes, refines, reduces."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from torch import Tensor, nn
 from src.batch import IMAGE, TARGET
 from src.errors import UserError
 from src.evaluation.metrics import SegmentationMetrics, segmentation_scores
+from src.scoring import Windows
 
 
 def align_logits(logits: Tensor, num_classes: int, class_offset: int) -> Tensor:
@@ -49,6 +51,7 @@ class EvaluationModule(pl.LightningModule):
         num_classes: int,
         class_offset: int = 0,
         unseen_indices: Sequence[int] = (),
+        windows: Windows | None = None,
     ) -> None:
         super().__init__()
         if not callable(getattr(model, "predict_logits", None)):
@@ -57,15 +60,23 @@ class EvaluationModule(pl.LightningModule):
         self.model.requires_grad_(False)
         self.num_classes, self.class_offset = num_classes, class_offset
         self.unseen_indices = [int(i) for i in unseen_indices]
+        self.windows = windows  #: sliding windows (``None``: the whole image)
         self.metric = SegmentationMetrics(num_classes, unseen_indices=self.unseen_indices)
         self.confmat: Tensor | None = None
         self.scores: dict[str, Tensor] | None = None
 
     def _step(self, batch: Mapping[str, Any]) -> None:
         target = batch[TARGET]
-        logits = self.model.predict_logits(batch[IMAGE], size=tuple(target.shape[-2:]))
+        logits = self.model_scores(batch[IMAGE], tuple(target.shape[-2:]))
         logits = align_logits(logits, self.num_classes, self.class_offset)
         self.metric.update(logits.argmax(dim=1), target)
+
+    def model_scores(self, images: Tensor, size: tuple[int, int]) -> Tensor:
+        """The model's (B, C, H, W) class scores of normalised ``images`` at ``size`` (over
+        :attr:`windows` when set)."""
+        if self.windows is None:
+            return self.model.predict_logits(images, size=size)
+        return self.model.predict_logits(images, size=size, windows=self.windows)
 
     def _finish(self) -> None:
         with self.metric.sync_context():

@@ -17,6 +17,7 @@ from PIL import Image
 
 VOID_COLOR = (224, 224, 192)  #: VOC's void colour: pixels given no class (254, 255)
 MAX_CLASSES = 254  #: mask values 254 and 255 are reserved
+NO_CLASS = 255  #: the mask value of pixels given no class (drawn in :data:`VOID_COLOR`)
 
 
 def pascal_palette(n: int = 256) -> np.ndarray:

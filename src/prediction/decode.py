@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-NO_CLASS = 255  #: mask value for pixels given no class
+from src.pictures.palette import NO_CLASS  # the mask value of pixels given no class
 
 
 @dataclass

@@ -9,12 +9,11 @@ caller (``src.app``) says how to build a model; nothing here reads a config.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,28 +24,14 @@ from src.prediction.predictor import (
     set_student_classes,
 )
 
-#: where a version of the teacher may list the dense heads it offers (``teacher.head``)
-_HEAD_LISTS = ("src.teacher.heads:HEADS", "src.teacher.model:HEADS", "src.teacher:HEADS")
-
 
 def teacher_heads() -> list[str]:
-    """The values ``teacher.head`` accepts in this version of the teacher (``["maskclip"]``
-    when the teacher has no head option yet): read at run time, so new heads show up in the
-    web page and the GPU benchmark without changes there."""
-    for spec in _HEAD_LISTS:
-        module_name, attr = spec.split(":")
-        try:
-            heads = getattr(importlib.import_module(module_name), attr, None)
-        except ImportError:
-            continue
-        if isinstance(heads, Mapping | Sequence) and not isinstance(heads, str) and heads:
-            return [str(h) for h in heads]  # a list of names, or a registry name -> class
-    from src.teacher.model import DenseClipTeacher
+    """The values ``teacher.head`` accepts: the registered heads
+    (:func:`src.teacher.heads.registered_heads`), read at run time, so a new head shows up in
+    the web page and the GPU benchmark without changes there."""
+    from src.teacher.heads import registered_heads
 
-    param = inspect.signature(DenseClipTeacher.__init__).parameters.get("head")
-    if param is not None and isinstance(param.default, str):
-        return [param.default]
-    return ["maskclip"]
+    return registered_heads()
 
 
 def teacher_has_head_option() -> bool:

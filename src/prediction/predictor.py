@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 class Predictor:
     """A model reduced to what prediction needs."""
 
-    scorer: Callable[[torch.Tensor], torch.Tensor]  #: normalised (B,3,h,w) -> (B,Q,h,w) scores
+    #: normalised (B, 3, h, w) -> (B, Q, h', w') scores (:mod:`src.scoring`'s scorer)
+    scorer: Callable[[torch.Tensor], torch.Tensor]
     normalize: Callable[[torch.Tensor], torch.Tensor]  #: [0, 1] images -> model input
     class_names: list[str]
     logit_scale: float
@@ -40,18 +41,18 @@ class Predictor:
     #: refinement and resizing (the teacher's names -> classes); None: the scores are the classes'
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
     background: bool = False  #: class score 0 is "none of these" (mask 255), class i is i + 1
-    #: (model input, stitched scores) -> refined scores, after any sliding windows (PAMR)
+    #: (images, scores) at the image's size -> refined scores, after windows and resizing (PAMR)
     refine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
 
 def predictor_from_teacher(teacher: DenseClipTeacher) -> Predictor:
     """A built :class:`~src.teacher.model.DenseClipTeacher` as a :class:`Predictor`: its
-    names' cosine scores, refined once on the stitched scores (``teacher.refine``), reduced to
-    classes after windows and resizing (``classify``: best name, background channel), softmax
-    scale ``teacher.logit_scale`` (the head's: 100 for DenseCLIP's), enlarged to the CLIP's
-    input size like ``src.predict``."""
+    scorer (the names' cosine scores), its refiner (``teacher.refine``), its names -> classes
+    reduction (``classify``: best name, background channel), softmax scale
+    ``teacher.logit_scale`` (the head's: 100 for DenseCLIP's), enlarged to the CLIP's input
+    size like ``src.predict``; the same parts its ``predict_logits`` composes."""
     return Predictor(
-        scorer=lambda x: teacher.name_logits(x, refine=False),
+        scorer=teacher.input_scores,
         normalize=teacher.normalize,
         class_names=list(teacher.class_names),
         logit_scale=float(teacher.logit_scale),
@@ -65,7 +66,7 @@ def predictor_from_teacher(teacher: DenseClipTeacher) -> Predictor:
         model=teacher,
         reduce=teacher.classify,
         background=bool(teacher.has_background),
-        refine=teacher.refine_logits if teacher.refine is not None else None,
+        refine=teacher.refiner,
     )
 
 
@@ -163,11 +164,15 @@ def choose_device(name: str) -> torch.device:
 def predict_image(
     predictor: Predictor, image: np.ndarray, settings: Settings, device: torch.device
 ) -> Decoded:
-    """(H, W, 3) uint8 image -> :class:`~src.prediction.windows.Decoded` at the image's size."""
+    """(H, W, 3) uint8 image -> :class:`~src.prediction.decode.Decoded` at the image's size:
+    resized for the model, normalised, scored through the one scoring path
+    (:func:`src.scoring.dense_scores`: whole image or sliding windows, upsampled, refined),
+    then reduced to classes and decoded."""
     import torch
 
     from src.prediction.decode import decode_logits
-    from src.prediction.windows import resize_short_side, sliding_window_logits
+    from src.prediction.windows import resize_short_side
+    from src.scoring import Windows, dense_scores
 
     h, w = image.shape[:2]
     x = torch.from_numpy(np.array(image, dtype=np.uint8)).to(device).permute(2, 0, 1)[None]
@@ -176,18 +181,16 @@ def predict_image(
         min_size = min(int(min_size), settings.max_size)
     x = resize_short_side(x.float() / 255, settings.max_size, min_size)
     x = predictor.normalize(x)
-    if settings.sliding_window:
-        logits = sliding_window_logits(
-            predictor.scorer,
-            x,
-            window=settings.window,
-            stride=settings.stride,
-            batch_size=settings.window_batch,
-        )
-    else:
-        logits = predictor.scorer(x)
-    if predictor.refine is not None:
-        logits = predictor.refine(x, logits)
+    windows = (
+        Windows(settings.window, settings.stride, settings.window_batch)
+        if settings.sliding_window
+        else None
+    )
+    # a refinement runs on the scores at the image's size (the authors' order: resize to the
+    # image, then PAMR); without one the decoder upsamples them in bands (same values, less
+    # memory than K x H x W floats)
+    size = (h, w) if predictor.refine is not None else None
+    logits = dense_scores(predictor.scorer, x, size=size, windows=windows, refine=predictor.refine)
     scale = predictor.logit_scale if settings.logit_scale is None else settings.logit_scale
     return decode_logits(
         logits[0],

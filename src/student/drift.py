@@ -7,10 +7,10 @@ fixed probe set every ``every_n_steps`` steps once self-training is due and comp
 student's labels with the teacher's on the probe's unlabelled pixels (``drift/*``). By default
 it first holds the switch until the student has learned its teacher (every watched class's
 agreement at least ``release_agreement`` on ``release_checks`` checks in a row:
-:attr:`~src.student.model.DenseClipPlus.self_training_held`): self-training refines a student
+the student's :class:`~src.student.schedule.LabelSchedule` ``hold``): self-training refines a student
 that reproduces its teacher, never one still learning it. After the release, when a class
 collapses, the student takes the teacher's labels for that class (or every class) from then on
-(:attr:`~src.student.model.DenseClipPlus.teacher_classes`).
+(its ``fall_back`` classes).
 """
 
 from __future__ import annotations
@@ -273,24 +273,25 @@ class DriftGuard(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled:
             return
-        if not hasattr(pl_module, "teacher_classes"):
+        if not hasattr(pl_module, "label_schedule"):
             raise UserError(
                 f"the drift guard needs a DenseClipPlus student, got {type(pl_module).__name__}",
                 "remove callbacks.drift_guard or train a DenseClipPlus",
             )
         self._build_probe(trainer, pl_module)
-        pl_module.teacher_classes = list(self.fallback_classes)  # restored on resume
-        pl_module.self_training_held = not self.released  # whichever callback runs first
+        schedule = pl_module.label_schedule  # the student's; the guard only moves it
+        schedule.fall_back(self.fallback_classes)  # restored on resume
+        schedule.hold(not self.released)  # whichever callback runs first
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if not self.enabled or not getattr(pl_module, "self_training", False):
+        if not self.enabled or not pl_module.label_schedule.switched:
             return
         step = trainer.global_step
         if not self.released:  # the switch is due: held until the student has learned the teacher
             self._hold_or_release(trainer, pl_module, step)
-            pl_module.self_training_held = not self.released
+            pl_module.label_schedule.hold(not self.released)
             return
         if step % self.every_n_steps:
             return
@@ -299,7 +300,7 @@ class DriftGuard(pl.Callback):
             (self.fallback_classes, self.decisions), src=0
         )  # process 0 decides for all
         self.fallback_classes, self.decisions = list(state[0]), list(state[1])
-        pl_module.teacher_classes = list(self.fallback_classes)
+        pl_module.label_schedule.fall_back(self.fallback_classes)
         pl_module.log_dict(metrics, on_step=True, on_epoch=False)
 
     def _hold_or_release(self, trainer: pl.Trainer, pl_module: Any, step: int) -> None:

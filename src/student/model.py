@@ -26,8 +26,10 @@ from torch import Tensor, nn
 
 from src.batch import BACKGROUND, CANDIDATES, IGNORE_INDEX, IMAGE, TARGET, UNLABELLED
 from src.errors import UserError
+from src.scoring import Windows, score_images
 from src.student.backbones import ClipResNetBackbone, build_backbone
 from src.student.decoders import build_head
+from src.student.schedule import LabelSchedule
 from src.student.targets import build_targets, ignore_unlabelled, random_crops
 from src.student.validation import StudentValidation
 from src.teacher.model import DenseClipTeacher
@@ -278,13 +280,9 @@ class DenseClipPlus(pl.LightningModule):
             )
             self.ema.requires_grad_(False)
             self.ema.eval()
-        #: teacher labels (False) or the student's own labels (True); set by PseudoLabelSwitch
-        self.self_training = False
-        #: the drift guard holds the switch: teacher labels although ``self_training`` is set
-        self.self_training_held = False
-        #: classes whose unlabelled pixels keep the teacher's label during self-training (set
-        #: by :class:`~src.student.drift.DriftGuard` when the student's labels drift)
-        self.teacher_classes: list[int] = []
+        #: where the training labels come from (teacher -> self labels, holds, fallbacks);
+        #: the student owns it, the switch and the drift guard move it
+        self.label_schedule = LabelSchedule()
         self.validation = StudentValidation(
             class_names=names, unseen_indices=[int(i) for i in unseen_indices]
         )
@@ -334,10 +332,48 @@ class DenseClipPlus(pl.LightningModule):
 
     def on_train_start(self) -> None:
         """A resumed run continues the saved random streams (dropout, crops): the same steps
-        as the uninterrupted run (on one process; see docs/RELIABILITY.md)."""
+        as the uninterrupted run (on one process; see docs/RELIABILITY.md). A zero-shot run
+        that no callback switches to self-training says so (one line)."""
         states, self._rng_to_restore = getattr(self, "_rng_to_restore", None), None
         if states is not None:
             _set_rng_states(states)
+        callbacks = getattr(self.trainer, "callbacks", None) or []
+        movers = [cb for cb in callbacks if getattr(cb, "moves_label_schedule", False)]
+        teacher_labels = self.hparams.get("unlabelled", "teacher") == "teacher"
+        if self.hparams.get("unseen_indices") and teacher_labels and not movers:
+            log.warning(
+                "no pseudo-label switch callback: the student trains on the teacher's labels "
+                "throughout and never self-trains (keep callbacks.pseudo_label_switch, or "
+                "set its enabled=false to mean it, as ablation=teacher_guidance does)"
+            )
+
+    # ------------------------------------------------------------------ the label schedule
+    @property
+    def self_training(self) -> bool:
+        """Whether the switch to self-training happened (:attr:`label_schedule`)."""
+        return self.label_schedule.switched
+
+    @self_training.setter
+    def self_training(self, value: bool) -> None:
+        self.label_schedule.switch(value)
+
+    @property
+    def self_training_held(self) -> bool:
+        """Whether the drift guard holds the switch (teacher labels although switched)."""
+        return self.label_schedule.held
+
+    @self_training_held.setter
+    def self_training_held(self, value: bool) -> None:
+        self.label_schedule.hold(value)
+
+    @property
+    def teacher_classes(self) -> list[int]:
+        """Classes whose unlabelled pixels keep the teacher's label during self-training."""
+        return self.label_schedule.fallback_classes
+
+    @teacher_classes.setter
+    def teacher_classes(self, value) -> None:
+        self.label_schedule.fall_back(value)
 
     # ------------------------------------------------------------------ what callers need
     @property
@@ -372,11 +408,13 @@ class DenseClipPlus(pl.LightningModule):
         """(B, K, h, w) logits of the trained net at feature resolution."""
         return self.net(images)
 
-    def predict_logits(self, images: Tensor, size: Sequence[int] | None = None) -> Tensor:
-        """(B, K, H, W) logits upsampled to ``size`` (default: the input's); EMA if kept."""
-        logits = self._eval_net()(images)
-        out = tuple(size) if size is not None else tuple(images.shape[-2:])
-        return F.interpolate(logits, size=out, mode="bilinear", align_corners=False)
+    def predict_logits(
+        self, images: Tensor, size: Sequence[int] | None = None, *, windows: Windows | None = None
+    ) -> Tensor:
+        """(B, K, H, W) logits at ``size`` (default: the input's) through the one scoring path
+        (:func:`src.scoring.score_images`: the whole image or sliding ``windows``, upsampled);
+        EMA if kept."""
+        return score_images(self._eval_net(), images, size=size, windows=windows)
 
     @torch.no_grad()
     def teacher_logits(self, images: Tensor, size: Sequence[int] | None = None) -> Tensor:
@@ -415,7 +453,7 @@ class DenseClipPlus(pl.LightningModule):
     @property
     def uses_self_labels(self) -> bool:
         """Whether training targets come from the student: switched and not held."""
-        return bool(self.self_training and not self.self_training_held)
+        return self.label_schedule.self_labels
 
     def pseudo_targets(self, batch: Mapping[str, Any], logits: Tensor | None = None) -> Tensor:
         """The batch's training targets (teacher or self labels on UNLABELLED pixels).

@@ -20,8 +20,11 @@ class PseudoLabelSwitch(pl.Callback):
     given, else ``round(fraction * trainer.estimated_stepping_batches)`` (the paper: 10%).
     ``enabled=False`` never switches (annotation-free, as in the paper). The resolved step and
     whether it happened are stored in checkpoints, so a resumed run continues in its phase.
-    Logs ``train/self_training`` (0 or 1) at every logged step.
+    Logs ``train/self_training`` (0 or 1) at every logged step. It only moves the student's
+    :class:`~src.student.schedule.LabelSchedule` (``switch``).
     """
+
+    moves_label_schedule = True  #: the student warns when no callback does
 
     def __init__(
         self, fraction: float = 0.1, step: int | None = None, enabled: bool = True
@@ -49,7 +52,7 @@ class PseudoLabelSwitch(pl.Callback):
 
     @staticmethod
     def _check_module(pl_module: pl.LightningModule) -> None:
-        if not hasattr(pl_module, "self_training"):
+        if not hasattr(pl_module, "label_schedule"):
             raise UserError(
                 f"PseudoLabelSwitch needs a DenseClipPlus student, got {type(pl_module).__name__}",
                 "remove callbacks.pseudo_label_switch or train a DenseClipPlus",
@@ -75,7 +78,7 @@ class PseudoLabelSwitch(pl.Callback):
             self.switch_step = self.resolve(trainer)
             if self.switch_step is not None:
                 log.info("self-training starts at step %d", self.switch_step)
-        pl_module.self_training = self.switched
+        pl_module.label_schedule.switch(self.switched)
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -87,10 +90,10 @@ class PseudoLabelSwitch(pl.Callback):
         ):
             self.switched = True
             log.info("step %d: switching to self-training", trainer.global_step)
-        pl_module.self_training = self.switched
-        held = bool(getattr(pl_module, "self_training_held", False))  # the drift guard's hold
+        schedule = pl_module.label_schedule
+        schedule.switch(self.switched)
         pl_module.log(
-            "train/self_training", float(self.switched and not held), on_step=True, on_epoch=False
+            "train/self_training", float(schedule.self_labels), on_step=True, on_epoch=False
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -19,18 +19,20 @@ import torch
 import torch.nn.functional as F
 
 from src.errors import UserError
+from src.scoring import Refiner, Windows, dense_scores, score_images
 from src.teacher import refine as maskclip_refine
 from src.teacher.features import output_stride, pad_to_multiple
 from src.teacher.heads import (
-    LOGIT_SCALES,
     DenseHead,
+    HeadSetup,
     check_head_fits,
+    default_head,
+    head_spec,
     plain_config,
     resolve_head_options,
 )
 from src.teacher.loading import create_clip, warn_unknown_words
 from src.teacher.pamr import pamr
-from src.teacher.proxy import load_proxy, resolve_proxy_weights
 from src.teacher.refine import CLIP_LOGIT_SCALE
 from src.teacher.text import (
     cache_key,
@@ -63,11 +65,11 @@ class DenseClipTeacher(pl.LightningModule):
         cache_dir: folder for the text-embedding cache (``None``: no cache).
         precision: open_clip precision of the weights (``fp32``, ``fp16``, ``bf16``).
         quick_gelu: text/ViT activation; ``None`` follows the weights (QuickGELU for OpenAI's).
-        head: the dense head (``maskclip``, DenseCLIP's; ``sclip``, ``clearclip``, ``naclip``,
-            ``resclip``, ``proxyclip`` for ViT CLIPs; :mod:`src.teacher.heads`).
-        head_options: the head's settings beyond its authors' defaults (``HEAD_OPTIONS``).
-        proxy: ProxyCLIP's proxy ViT (``dino_vitb8``, ``dino_vitb16``, ``dinov2_vitb14``);
-            used by ``head=proxyclip`` only.
+        head: the dense head, one of :func:`~src.teacher.heads.registered_heads` (``None``:
+            the first, DenseCLIP's value path; the training-free heads need ViT CLIPs).
+        head_options: the head's settings beyond its authors' defaults (its spec's options).
+        proxy: a proxy ViT (``dino_vitb8``, ``dino_vitb16``, ``dinov2_vitb14``) for the heads
+            that build one (their spec's ``extras``).
         proxy_weights: a local file with the proxy's weights (``None``: timm's cache).
         refine: ``pamr`` refines the scores with the image (PAMR), or ``None``.
         background: words of a background class (``"sky, wall, tree"`` or a list), scored like
@@ -96,7 +98,7 @@ class DenseClipTeacher(pl.LightningModule):
         cache_dir: str | os.PathLike | None = None,
         precision: str = "fp32",
         quick_gelu: bool | None = None,
-        head: str = "maskclip",
+        head: str | None = None,
         head_options: Mapping[str, Any] | None = None,
         proxy: str | None = "dino_vitb8",
         proxy_weights: str | None = None,
@@ -116,11 +118,13 @@ class DenseClipTeacher(pl.LightningModule):
         self.ks_threshold = float(ks_threshold)
         self.pd_threshold = float(pd_threshold)
         self.cache_dir = None if cache_dir is None else str(cache_dir)
-        # a bad head, refinement or proxy fails before the CLIP loads
-        resolve_head_options(str(head), head_options)
+        # a bad head, option, refinement or proxy fails before the CLIP loads
+        head = default_head() if head is None else str(head)
+        resolve_head_options(head, head_options)
         self.refine = _refine_choice(refine)
-        if head == "proxyclip":
-            resolve_proxy_weights(proxy, proxy_weights)
+        spec = head_spec(head)
+        if spec.precheck is not None:
+            spec.precheck(HeadSetup(None, clip_model, proxy=proxy, proxy_weights=proxy_weights))
         #: ``teacher.logit_scale`` as given (``None``: each head's own, set by :meth:`set_head`)
         self.logit_scale_override = None if logit_scale is None else float(logit_scale)
         check_background_options(
@@ -163,21 +167,24 @@ class DenseClipTeacher(pl.LightningModule):
     ) -> None:
         """Use dense head ``head`` from now on (the CLIP and the vocabulary stay)."""
         head = str(head)
+        spec = head_spec(head)
         options = resolve_head_options(head, head_options)
         check_head_fits(head, self.clip.visual, self.clip_model)
-        proxy_net = None
-        if head == "proxyclip":
-            dtype = self.clip.visual.conv1.weight.dtype
-            proxy_net = load_proxy(str(proxy), proxy_weights, dtype=dtype)
-            proxy_net.to(self.clip.visual.conv1.weight.device)
-        self.head = head
-        self.dense_head = DenseHead(
-            head, self.clip.visual, options, proxy=proxy_net, mean=self.mean, std=self.std
+        setup = HeadSetup(
+            self.clip.visual,
+            self.clip_model,
+            mean=self.mean,
+            std=self.std,
+            proxy=proxy,
+            proxy_weights=proxy_weights,
         )
+        extras = spec.extras(setup) if spec.extras is not None else {}
+        self.head = head
+        self.dense_head = DenseHead(head, options, extras)
         #: softmax temperature of the cosine scores: ``teacher.logit_scale``, else the head's
-        #: own (its authors'; CLIP's 100 for maskclip)
+        #: own (its authors' softmax scale; CLIP's 100 for DenseCLIP's value path)
         override = getattr(self, "logit_scale_override", None)
-        self.logit_scale = LOGIT_SCALES[head] if override is None else override
+        self.logit_scale = spec.logit_scale if override is None else override
         self.hparams.update(
             head=head,
             head_options=plain_config(head_options or {}),
@@ -285,6 +292,13 @@ class DenseClipTeacher(pl.LightningModule):
         feats = F.normalize(feats.float(), dim=1)
         text = self.name_embeddings.to(feats)
         cos = torch.einsum("bdhw,kd->bkhw", feats, text)
+        if not bool(torch.isfinite(cos).all()):  # once per batch: a head option gone wrong
+            raise UserError(
+                f"teacher.head={self.head} with head_options {self.dense_head.options} gave "
+                "non-finite scores",
+                "use the head's default options (teacher.head_options=null) or values nearer "
+                "them; with fp16/bf16 weights try teacher.precision=fp32",
+            )
         if self.prompt_denoising:
             cos = maskclip_refine.prompt_denoise(cos, self.pd_threshold)
         if self.key_smoothing:
@@ -293,13 +307,26 @@ class DenseClipTeacher(pl.LightningModule):
 
     @torch.no_grad()
     def predict_logits(
-        self, images: torch.Tensor, size: tuple[int, int] | None = None, *, refine: bool = True
+        self,
+        images: torch.Tensor,
+        size: tuple[int, int] | None = None,
+        *,
+        refine: bool = True,
+        windows: Windows | None = None,
     ) -> torch.Tensor:
-        """(B, C, H, W) class scores at ``size`` (default: the input's size): the names'
-        scores upsampled and refined there (``refine=pamr``, unless ``refine=False``), then
-        reduced to classes (:meth:`classify`); C = K, plus the background channel 0 when
-        :attr:`has_background`."""
-        return self.classify(self.name_logits(images, size, refine=refine))
+        """(B, C, H, W) class scores at ``size`` (default: the input's), through the one
+        scoring path (:func:`src.scoring.score_images`): the names' scores on the whole image
+        or over sliding ``windows``, upsampled to ``size``, refined there (``refine=pamr``,
+        unless ``refine=False``), then reduced to classes (:meth:`classify`); C = K, plus the
+        background channel 0 when :attr:`has_background`."""
+        return score_images(
+            self.input_scores,
+            images,
+            size=size,
+            windows=windows,
+            refine=self.refiner if refine else None,
+            reduce=self.classify,
+        )
 
     def classify(self, name_logits: torch.Tensor) -> torch.Tensor:
         """(B, Q, H, W) name scores -> (B, C, H, W) class scores: each class's best name, and
@@ -315,11 +342,28 @@ class DenseClipTeacher(pl.LightningModule):
 
     @torch.no_grad()
     def name_logits(
-        self, images: torch.Tensor, size: tuple[int, int] | None = None, *, refine: bool = True
+        self,
+        images: torch.Tensor,
+        size: tuple[int, int] | None = None,
+        *,
+        refine: bool = True,
+        windows: Windows | None = None,
     ) -> torch.Tensor:
-        """(B, Q, H, W) cosine scores of every name upsampled bilinearly to ``size``, then
-        refined there (``refine=pamr``) unless ``refine=False``."""
-        original = images
+        """(B, Q, H, W) cosine scores of every name at ``size`` (:func:`src.scoring.dense_scores`:
+        whole image or ``windows``, upsampled bilinearly, refined unless ``refine=False``)."""
+        return dense_scores(
+            self.input_scores,
+            images,
+            size=size,
+            windows=windows,
+            refine=self.refiner if refine else None,
+        )
+
+    @torch.no_grad()
+    def input_scores(self, images: torch.Tensor) -> torch.Tensor:
+        """The teacher's scorer: (B, 3, h, w) normalised images -> (B, Q, h', w') cosine scores
+        of every name, unrefined, on the feature grid (or at the input's size where the input
+        was padded to whole patches: upsampled to the padded size and cropped)."""
         h, w = images.shape[-2:]
         # ViT input is padded to the patch size; a ResNet needs at least 32 px per side
         padded = self.stride != 32 or min(h, w) < self.stride
@@ -330,10 +374,12 @@ class DenseClipTeacher(pl.LightningModule):
             ph, pw = images.shape[-2:]
             scores = F.interpolate(scores, size=(ph, pw), mode="bilinear", align_corners=False)
             scores = scores[..., :h, :w]
-        out = size if size is not None else (h, w)
-        if tuple(scores.shape[-2:]) != tuple(out):
-            scores = F.interpolate(scores, size=tuple(out), mode="bilinear", align_corners=False)
-        return self.refine_logits(original, scores) if refine else scores
+        return scores
+
+    @property
+    def refiner(self) -> Refiner | None:
+        """``teacher.refine`` as the scoring path's refiner (``None`` when off)."""
+        return None if self.refine is None else self.refine_logits
 
     @torch.no_grad()
     def refine_logits(self, images: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:

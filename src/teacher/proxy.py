@@ -55,7 +55,7 @@ def proxy_spec(name: str | None) -> ProxySpec:
     """The :class:`ProxySpec` of ``name``; an unknown name is a :class:`UserError`."""
     if name in (None, "", "none", "None"):
         raise UserError(
-            "teacher.head=proxyclip needs a teacher.proxy", f"use one of: {', '.join(PROXIES)}"
+            "this teacher.head needs a teacher.proxy", f"use one of: {', '.join(PROXIES)}"
         )
     if name not in PROXIES:
         raise UserError(f"unknown teacher.proxy '{name}'", f"use one of: {', '.join(PROXIES)}")

@@ -40,7 +40,7 @@ CSS = """
 
 def parse_options(text: str | None) -> tuple[str, ...]:
     """Teacher options typed as ``key=value`` pairs separated by spaces
-    (``head=naclip key_smoothing=true``;
+    (``head=<name> key_smoothing=true``;
     ``teacher.`` before a key is optional); a :class:`UserError` names a malformed one."""
     try:
         words = shlex.split(text or "")

@@ -1,4 +1,4 @@
-"""Qualitative grids: ``src.pictures.grid`` (masks, confidences, figure) and its command line."""
+"""Qualitative grids: ``src.prediction.grid`` (masks, confidences), ``src.pictures.grid`` (figure) and its command line."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 
 from src.errors import UserError
-from src.pictures.grid import GridModel, build_grid, grid_figure, grid_settings, legend_classes
+from src.pictures.grid import grid_figure
 from src.pictures.overlay import blend
+from src.prediction.grid import GridModel, build_grid, grid_settings, legend_classes
 from src.prediction.predictor import predict_image, predictor_from_student, predictor_from_teacher
 from src.teacher.model import DenseClipTeacher
 

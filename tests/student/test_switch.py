@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import CSVLogger
 
 from src.errors import UserError
+from src.student.schedule import LabelSchedule
 from src.student.switch import PseudoLabelSwitch
 from tests.student.fakes import ScenesData, quick_trainer, tiny_student
 
@@ -46,9 +47,9 @@ def test_state_round_trip_puts_a_resumed_module_in_its_phase() -> None:
     done.switch_step, done.switched = 4, True
     resumed = PseudoLabelSwitch(fraction=0.5)
     resumed.load_state_dict(done.state_dict())
-    module = SimpleNamespace(self_training=False)
+    module = SimpleNamespace(label_schedule=LabelSchedule())
     resumed.on_train_start(SimpleNamespace(estimated_stepping_batches=1000), module)
-    assert module.self_training and resumed.switch_step == 4  # not 500: the stored step
+    assert module.label_schedule.switched and resumed.switch_step == 4  # not 500: stored
 
 
 def test_needs_a_student() -> None:

@@ -14,6 +14,7 @@ from src.errors import UserError
 from src.teacher import heads as heads_module
 from src.teacher import proxy as proxy_module
 from src.teacher.features import vit_dense
+from src.teacher.heads import resclip as resclip_module
 from src.teacher.model import DenseClipTeacher
 from src.teacher.pamr import pamr
 
@@ -77,7 +78,7 @@ def test_every_head_is_batched_and_differs_from_maskclip(plain, proxies, head: s
         assert (out - maskclip).abs().max() > 1e-2  # a different head, not the value path
         one_by_one = torch.cat([plain(x[i : i + 1]) for i in range(3)])
         assert torch.allclose(out, one_by_one, atol=1e-5), (out - one_by_one).abs().max()
-        assert plain.logit_scale == heads_module.LOGIT_SCALES[head]
+        assert plain.logit_scale == heads_module.head_spec(head).logit_scale
     finally:
         plain.set_head("maskclip")
 
@@ -158,16 +159,16 @@ def test_pamr_refines_at_the_output_size_batched(plain: DenseClipTeacher) -> Non
 
 def test_resclip_line_of_sight_and_feedback_matrix() -> None:
     labels = torch.tensor([[1, 0, 1], [1, 1, 1], [2, 2, 2]])
-    valid, steps, big = heads_module.line_of_sight(labels)
+    valid, steps, big = resclip_module.line_of_sight(labels)
     assert big == 2 and steps[0, 8] == 2 and steps[0, 1] == 1
     assert valid[0, 3] and valid[0, 4]  # same label all the way
     assert not valid[0, 2]  # same label, but the walk crosses the 0 at (0, 1)
     assert not valid[0, 6]  # the walk ends on another label
-    sfr = heads_module.sfr_matrix(labels, std=5.0)
+    sfr = resclip_module.sfr_matrix(labels, std=5.0)
     assert sfr.shape == (10, 10) and torch.all(sfr[0] == 0) and torch.all(sfr[:, 0] == 0)
     assert torch.allclose(sfr[1:, 1:].sum(1), torch.ones(9), atol=1e-5)
     # the decay of the broken pair, before the blur: exp(-steps / M) = exp(-1)
-    no_blur = heads_module.sfr_matrix(labels, std=0.1)
+    no_blur = resclip_module.sfr_matrix(labels, std=0.1)
     assert no_blur[1, 3] / no_blur[1, 4] == pytest.approx(float(torch.exp(torch.tensor(-1.0))))
 
 

@@ -340,7 +340,7 @@ def test_proxyclip_equals_the_authors_fast(teacher, tmp_path: Path) -> None:
 @pytest.mark.parametrize("case_name", ["ff_224x224_voc21", "ff_224x336_thd0"])
 def test_resclip_first_pass_labels_equal_the_authors(teacher, case_name: str) -> None:
     """The patch labels ResCLIP's first pass feeds to SFR, and its grid cosines."""
-    from src.teacher.heads import resclip_features
+    from src.teacher.heads.resclip import resclip_features
 
     fx = load("resclip")
     case = fx["cases"][case_name]

@@ -1,0 +1,142 @@
+"""The one path from normalised images to class scores, for every model and every caller.
+
+    images -> scores (whole image, or sliding windows) -> upsample to the output size
+           -> refine (PAMR, with the images resized to that size) -> classes (and background)
+
+:func:`score_images` is that composition. A model gives it three parts and a caller chooses
+only the settings (output size, windows):
+
+- a *scorer*: ``(B, 3, h, w)`` normalised images -> ``(B, Q, h', w')`` scores at any
+  resolution covering the input (the teacher's names' cosines, the student's logits);
+- a *refiner* (``None``: off): ``(images at H x W, scores at H x W)`` -> refined scores;
+- a *reducer* (``None``: the scores are the classes'): ``(B, Q, H, W)`` -> ``(B, C, H, W)``
+  (the teacher's names -> classes and its background channel).
+
+The order is the training-free authors' (NACLIP's ``predict``: slide, resize the logits to the
+image, then PAMR on the image resized to it, then softmax / best name / threshold). Used by
+the teacher's ``predict_logits`` (evaluation and the student's teacher labels), the student's,
+windowed evaluation and ``src.prediction.predictor.predict_image`` (``src.predict``, the web
+page). Nothing here knows which model it runs; it imports only torch. Gradients are the
+caller's choice (the teacher's methods run under ``torch.no_grad``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+Scorer = Callable[[torch.Tensor], torch.Tensor]
+Refiner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Reducer = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Sliding windows: ``window`` x ``window`` crops every ``stride`` pixels, ``batch`` crops
+    per forward (MMSegmentation's ``slide`` mode)."""
+
+    window: int
+    stride: int
+    batch: int = 4
+
+    def __post_init__(self) -> None:
+        if self.window <= 0 or self.stride <= 0 or self.stride > self.window:
+            raise ValueError(
+                f"need 0 < stride <= window, got window={self.window}, stride={self.stride}"
+            )
+
+
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Start offsets of the crops along one axis (the last one ends at the border)."""
+    if length <= window:
+        return [0]
+    count = (length - window + stride - 1) // stride + 1
+    return sorted({min(i * stride, length - window) for i in range(count)})
+
+
+def upsample(scores: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """(B, Q, h, w) scores resized bilinearly (``align_corners=False``) to ``size``; as they
+    are when already that size."""
+    size = (int(size[0]), int(size[1]))
+    if tuple(scores.shape[-2:]) == size:
+        return scores
+    return F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
+
+
+@torch.no_grad()
+def sliding_window_logits(
+    scorer: Scorer, image: torch.Tensor, *, window: int, stride: int, batch_size: int = 4
+) -> torch.Tensor:
+    """(1, 3, H, W) -> (1, Q, H, W) scores averaged over overlapping crops (each crop's scores
+    brought to the crop's size first); an image smaller than the window is one crop."""
+    Windows(window, stride, batch_size)  # validates
+    _, _, h, w = image.shape
+    boxes = [
+        (y, x, min(y + window, h), min(x + window, w))
+        for y in window_starts(h, window, stride)
+        for x in window_starts(w, window, stride)
+    ]
+    total: torch.Tensor | None = None
+    count = torch.zeros(1, 1, h, w, device=image.device)
+    for start in range(0, len(boxes), max(1, batch_size)):
+        group = boxes[start : start + batch_size]
+        crops = torch.cat([image[..., y0:y1, x0:x1] for y0, x0, y1, x1 in group])
+        logits = upsample(scorer(crops).float(), crops.shape[-2:])
+        if total is None:
+            total = logits.new_zeros(1, logits.shape[1], h, w)
+        for (y0, x0, y1, x1), crop_logits in zip(group, logits, strict=True):
+            total[0, :, y0:y1, x0:x1] += crop_logits
+            count[..., y0:y1, x0:x1] += 1
+    assert total is not None
+    return total / count
+
+
+def dense_scores(
+    scorer: Scorer,
+    images: torch.Tensor,
+    *,
+    size: Sequence[int] | None = None,
+    windows: Windows | None = None,
+    refine: Refiner | None = None,
+) -> torch.Tensor:
+    """(B, 3, h, w) normalised images -> (B, Q, H, W) scores at ``size`` (default: the
+    input's): the scorer on the whole image or over ``windows`` (per image), upsampled, then
+    refined with the images resized to ``size`` (``refine``; ``None``: off)."""
+    out = tuple(images.shape[-2:]) if size is None else (int(size[0]), int(size[1]))
+    if windows is None:
+        scores = scorer(images)
+    else:
+        scores = torch.cat(
+            [
+                sliding_window_logits(
+                    scorer,
+                    image[None],
+                    window=windows.window,
+                    stride=windows.stride,
+                    batch_size=windows.batch,
+                )
+                for image in images
+            ]
+        )
+    scores = upsample(scores, out)
+    if refine is not None:
+        scores = refine(upsample(images.float(), out), scores)
+    return scores
+
+
+def score_images(
+    scorer: Scorer,
+    images: torch.Tensor,
+    *,
+    size: Sequence[int] | None = None,
+    windows: Windows | None = None,
+    refine: Refiner | None = None,
+    reduce: Reducer | None = None,
+) -> torch.Tensor:
+    """(B, 3, h, w) normalised images -> (B, C, H, W) class scores at ``size``: the whole
+    composition (:func:`dense_scores`, then ``reduce``)."""
+    scores = dense_scores(scorer, images, size=size, windows=windows, refine=refine)
+    return scores if reduce is None else reduce(scores)

@@ -1,0 +1,45 @@
+"""NACLIP (Hajimiri et al., 2025): ``softmax(k k^T s + G)`` in the last block, ``G`` a
+Gaussian (std 5 patches) over the patch grid; no residual, no FFN. Softmax scale 40."""
+
+from __future__ import annotations
+
+import torch
+from open_clip.transformer import VisionTransformer
+
+from src.teacher.heads.registry import Features, HeadSpec, number, register_head
+from src.teacher.heads.vit import (
+    gaussian_bias,
+    merge_heads,
+    patch_keys,
+    self_attention,
+    split_qkv,
+    tokens_to_features,
+    vit_trunk,
+)
+
+
+def naclip_features(
+    visual: VisionTransformer, images: torch.Tensor, *, with_keys: bool, gaussian_std: float = 5.0
+) -> Features:
+    """NACLIP: key-key attention plus a Gaussian neighbourhood bias, no residual, no FFN."""
+    x, grid, _ = vit_trunk(visual, images)
+    block = visual.transformer.resblocks[-1]
+    q, k, v = split_qkv(block, x)
+    logits = self_attention(k, k) + gaussian_bias(grid, gaussian_std, k.device).to(k.dtype)
+    tokens = merge_heads(block, logits.softmax(-1) @ v)
+    return tokens_to_features(visual, tokens[:, 1:], grid), patch_keys(
+        k, grid
+    ) if with_keys else None
+
+
+register_head(
+    HeadSpec(
+        name="naclip",
+        features=naclip_features,
+        logit_scale=40.0,
+        options={"gaussian_std": number(5.0, low=0.0, low_open=True)},
+        summary="NACLIP: key-key attention plus a Gaussian neighbourhood bias",
+        authors_refine="pamr",  # NACLIP's headline: slide + PAMR
+        order=30,
+    )
+)

@@ -1,0 +1,39 @@
+"""SCLIP (Wang et al., 2024): correlative self-attention ``softmax(q q^T s) + softmax(k k^T s)``
+in the last block; residual and FFN kept. Softmax scale 40."""
+
+from __future__ import annotations
+
+import torch
+from open_clip.transformer import VisionTransformer
+
+from src.teacher.heads.registry import Features, HeadSpec, register_head
+from src.teacher.heads.vit import (
+    merge_heads,
+    patch_keys,
+    self_attention,
+    split_qkv,
+    tokens_to_features,
+    vit_trunk,
+)
+
+
+def sclip_features(visual: VisionTransformer, images: torch.Tensor, *, with_keys: bool) -> Features:
+    """SCLIP: correlative self-attention in the last block, residual and FFN kept."""
+    x, grid, _ = vit_trunk(visual, images)
+    block = visual.transformer.resblocks[-1]
+    q, k, v = split_qkv(block, x)
+    attn = self_attention(q, q).softmax(-1) + self_attention(k, k).softmax(-1)
+    x = x + block.ls_1(merge_heads(block, attn @ v))
+    x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    return tokens_to_features(visual, x[:, 1:], grid), patch_keys(k, grid) if with_keys else None
+
+
+register_head(
+    HeadSpec(
+        name="sclip",
+        features=sclip_features,
+        logit_scale=40.0,
+        summary="SCLIP: correlative self-attention (q-q + k-k), residual and FFN kept",
+        order=10,
+    )
+)

@@ -1,0 +1,125 @@
+"""The ViT pieces the training-free heads share, on open_clip's modules: the tower up to its
+last block, that block's q / k / v and output, the authors' positional-embedding resize, and
+the Gaussian neighbourhood bias over the patch grid."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import VisionTransformer
+from torch import nn
+
+
+def authors_pos_embed(
+    pos: torch.Tensor, grid0: tuple[int, int], grid: tuple[int, int]
+) -> torch.Tensor:
+    """(1 + gh*gw, C) positional embedding the authors' way: the pretrained table as is when
+    the patch count is the pretrained one (even on another grid shape), else the 2-D table
+    resized bicubically by the scale factor ``(n + 0.1) / n0`` per axis."""
+    if grid[0] * grid[1] == grid0[0] * grid0[1]:
+        return pos
+    table = pos[1:].float().reshape(1, grid0[0], grid0[1], -1).permute(0, 3, 1, 2)
+    table = F.interpolate(
+        table,
+        scale_factor=((grid[0] + 0.1) / grid0[0], (grid[1] + 0.1) / grid0[1]),
+        mode="bicubic",
+        align_corners=False,
+        recompute_scale_factor=False,
+    )
+    if tuple(table.shape[-2:]) != tuple(grid):  # guard against float rounding
+        table = F.interpolate(table, size=grid, mode="bicubic", align_corners=False)
+    table = table.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1).to(pos.dtype)
+    return torch.cat([pos[:1], table], dim=0)
+
+
+def _run_block(block: nn.Module, x: torch.Tensor, batch_first: bool) -> torch.Tensor:
+    return block(x) if batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+
+
+def block_with_attention(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An unchanged block on batch-first tokens, also returning its attention (B, heads, N, N)."""
+    attn: nn.MultiheadAttention = block.attn
+    y = block.ln_1(x)
+    if not attn.batch_first:
+        y = y.transpose(0, 1)
+    out, weights = attn(y, y, y, need_weights=True, average_attn_weights=False)
+    if not attn.batch_first:
+        out = out.transpose(0, 1)
+    x = x + block.ls_1(out)
+    x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    return x, weights
+
+
+def vit_trunk(
+    visual: VisionTransformer, images: torch.Tensor, *, attention_of: Sequence[int] = ()
+) -> tuple[torch.Tensor, tuple[int, int], dict[int, torch.Tensor]]:
+    """Tokens entering the last block (B, 1 + gh*gw, width), the grid, and the attention maps
+    of the blocks ``attention_of``. ``images`` are cut to whole patches by the stride."""
+    x = visual.conv1(images.to(visual.conv1.weight.dtype))
+    b, c, gh, gw = x.shape
+    x = x.flatten(2).transpose(1, 2)
+    x = torch.cat([visual.class_embedding.to(x.dtype).expand(b, 1, c), x], dim=1)
+    pos = authors_pos_embed(visual.positional_embedding, tuple(visual.grid_size), (gh, gw))
+    x = visual.ln_pre(x + pos.to(x.dtype))
+    batch_first = getattr(visual.transformer, "batch_first", True)
+    maps: dict[int, torch.Tensor] = {}
+    for i, block in enumerate(visual.transformer.resblocks[:-1]):
+        if i in attention_of:
+            x, maps[i] = block_with_attention(block, x)
+        else:
+            x = _run_block(block, x, batch_first)
+    return x, (gh, gw), maps
+
+
+def split_qkv(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """q, k, v of ``ln_1(x)``, each (B, heads, N, head_dim)."""
+    attn: nn.MultiheadAttention = block.attn
+    b, n, d = x.shape
+    y = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
+    heads = attn.num_heads
+    return tuple(t.reshape(b, n, heads, d // heads).transpose(1, 2) for t in y.chunk(3, dim=-1))
+
+
+def merge_heads(block: nn.Module, out: torch.Tensor) -> torch.Tensor:
+    """(B, heads, N, head_dim) -> ``out_proj`` -> (B, N, width)."""
+    b, h, n, hd = out.shape
+    return block.attn.out_proj(out.transpose(1, 2).reshape(b, n, h * hd))
+
+
+def self_attention(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Scaled logits ``a b^T * head_dim^-0.5`` per head."""
+    return (a @ b.transpose(-2, -1)) * (a.shape[-1] ** -0.5)
+
+
+def tokens_to_features(visual: VisionTransformer, tokens: torch.Tensor, grid) -> torch.Tensor:
+    """Patch tokens (B, gh*gw, width) -> ``ln_post`` -> ``proj`` -> (B, D, gh, gw)."""
+    y = visual.ln_post(tokens)
+    if visual.proj is not None:
+        y = y @ visual.proj
+    return y.transpose(1, 2).reshape(y.shape[0], -1, grid[0], grid[1])
+
+
+def patch_keys(k: torch.Tensor, grid) -> torch.Tensor:
+    """Patch keys (B, heads, N, hd) -> (B, width, gh, gw) (the CLS key dropped)."""
+    b, h, n, hd = k.shape
+    return (
+        k[:, :, 1:]
+        .transpose(1, 2)
+        .reshape(b, n - 1, h * hd)
+        .transpose(1, 2)
+        .reshape(b, h * hd, grid[0], grid[1])
+    )
+
+
+def gaussian_bias(grid: tuple[int, int], std: float, device=None) -> torch.Tensor:
+    """NACLIP's (1 + N, 1 + N) bias ``exp(-|p - q|^2 / (2 std^2))`` between patch positions
+    (row-major, in patches), zero on the CLS row and column."""
+    gh, gw = grid
+    r = torch.arange(gh, dtype=torch.float32, device=device).repeat_interleave(gw)
+    c = torch.arange(gw, dtype=torch.float32, device=device).repeat(gh)
+    d2 = (r[:, None] - r[None, :]) ** 2 + (c[:, None] - c[None, :]) ** 2
+    out = torch.zeros(gh * gw + 1, gh * gw + 1, device=device)
+    out[1:, 1:] = torch.exp(-d2 / (2 * std**2))
+    return out
