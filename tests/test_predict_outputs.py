@@ -168,7 +168,7 @@ def test_too_many_classes_are_refused_before_any_prompt_is_encoded(tmp_path, mon
     def never(*args, **kwargs):
         raise AssertionError("the teacher was built")
 
-    monkeypatch.setattr("src.predict.instantiate", never)
+    monkeypatch.setattr("src.predict.build_teacher", never)
     names = ",".join(f"class{i}" for i in range(500))
     with pytest.raises(UserError, match=r"^500 classes are too many for a uint8 mask"):
         predict(compose(tmp_path, f"input={folder}", f"classes=[{names}]"))

@@ -44,7 +44,7 @@ def check_launcher(argv: Sequence[str]) -> None:
 
 def check_override_keys(argv: Sequence[str], config_name: str) -> None:
     """Fail, as a :class:`UserError`, on ``key=value`` for a key the composed ``config_name``
-    lacks (``teacher.hed=naclip``), naming the closest keys of that node. Sweeps (``-m``) and
+    lacks (``teacher.hed=...``), naming the closest keys of that node. Sweeps (``-m``) and
     every other composition problem are left to Hydra."""
     if any(a in ("-m", "--multirun") or a.startswith("-") for a in argv):
         return

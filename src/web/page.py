@@ -269,17 +269,20 @@ def launch(
         font=["ui-sans-serif", "system-ui", "sans-serif"],
         font_mono=["ui-monospace", "monospace"],
     )
-    page.queue(default_concurrency_limit=1).launch(
-        server_name=host,
-        server_port=port,
-        share=False,
-        inbrowser=False,
-        ssr_mode=False,
-        mcp_server=False,
-        enable_monitoring=False,
-        allowed_paths=[str(p) for p in allowed_paths],
-        theme=theme,
-        css=CSS,
-        show_error=False,
-        quiet=False,
-    )
+    try:
+        page.queue(default_concurrency_limit=1).launch(
+            server_name=host,
+            server_port=port,
+            share=False,
+            inbrowser=False,
+            ssr_mode=False,
+            mcp_server=False,
+            enable_monitoring=False,
+            allowed_paths=[str(p) for p in allowed_paths],
+            theme=theme,
+            css=CSS,
+            show_error=False,
+            quiet=False,
+        )
+    except KeyboardInterrupt:  # Ctrl-C while Gradio still starts up (after, it closes itself)
+        page.close()

@@ -170,14 +170,16 @@ def test_voc_export_layout(tmp_path: Path) -> None:
 
 
 def test_data_module_from_conf() -> None:
+    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     from src.batch import IGNORE_INDEX
+    from src.utils.run_dirs import register_resolvers
 
-    cfg = OmegaConf.load(Path(__file__).parents[2] / "conf" / "data" / "shapes.yaml")
-    cfg.root = "unused"
-    cfg.dataset_options.val_length = 4
+    register_resolvers()
+    conf = Path(__file__).parents[2] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("eval", overrides=["data=shapes", "data.dataset_options.val_length=4"]).data
     dm = instantiate(cfg)
     dm.setup("validate")
     batch = next(iter(dm.val_dataloader()))
