@@ -19,6 +19,8 @@ _FIX = "pass a checkpoint python -m src.train wrote (<run>/checkpoints/last.ckpt
 
 def _what_file(file: Path) -> str:
     """What a file that ``torch.load`` cannot read looks like, for the error message."""
+    if file.suffix.lower() == ".onnx":
+        return "an exported ONNX student, not a training checkpoint (no optimizer state)"
     with open(file, "rb") as f:
         head = f.read(4096)
     if head.startswith(b"PK\x03\x04"):

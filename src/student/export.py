@@ -41,7 +41,7 @@ DEFAULT_OPSET = 17
 #: the metadata keys :func:`export_metadata` writes
 METADATA_KEYS = ("class_names", "input", "output", "normalization_mean", "normalization_std",
                  "clip_model", "student_head", "background_class", "producer",
-                 "source_checkpoint")  # fmt: skip
+                 "source_checkpoint", "image_size")  # fmt: skip
 
 
 def _bins(length: Tensor, bins: int) -> Tensor:
@@ -124,6 +124,7 @@ def export_metadata(student: DenseClipPlus, *, source: str | None = None) -> dic
         "student_head": str(student.hparams.get("head")),
         "background_class": json.dumps(bool(student.class_offset)),
         "producer": "denseclip-lightning src.export",
+        "image_size": str(int(student.image_size)),  # prediction enlarges smaller images to it
     }
     if source:
         meta["source_checkpoint"] = source
