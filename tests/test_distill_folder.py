@@ -5,6 +5,7 @@ onnxruntime alone. The images are drawn here with PIL and numpy (not the project
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shlex
@@ -243,3 +244,44 @@ def test_a_folder_of_unreadable_files_stops_the_command_with_one_line(tmp_path) 
     assert len(lines) == 1 and "none of the 2 image file(s)" in lines[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert not list(root.glob("logs/train/runs/*/checkpoints/*"))
+
+
+# ---------------------------------------------------------------------- the teacher-label cache
+@pytest.mark.slow  # two short training runs
+def test_teacher_label_cache_labels_each_image_once_and_resumes(
+    tmp_path, monkeypatch, caplog
+) -> None:
+    """With the cache on, training steps never run the teacher; each training image is
+    labelled once; a later run (another seed) labels only what is missing."""
+    from src.student.model import DenseClipPlus
+    from src.train import train
+
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.INFO, logger="src.student.label_cache")
+    draw_photos(tmp_path / "photos", 6)
+    calls = {"training": 0}
+    original = DenseClipPlus.teacher_logits
+
+    def counted(self, *args, **kwargs):
+        calls["training"] += bool(self.training)  # a training step (the fill runs in eval mode)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DenseClipPlus, "teacher_logits", counted)
+    cache = tmp_path / "labels"
+    words = ["callbacks.teacher_label_cache.enabled=true", f"callbacks.teacher_label_cache.dirpath={cache}",
+             "callbacks.distill_report.export=null", "data.num_workers=0"]  # fmt: skip
+    train(compose_distill(tmp_path, *words))
+    (folder,) = cache.iterdir()
+    files = sorted(folder.glob("*.png"))
+    assert len(files) == 5  # 6 images, 1 held out
+    held = (tmp_path / "run" / "distill" / "holdout.txt").read_text()
+    assert not any(f"{f.stem}." in held for f in files)
+    for f in files:
+        mask = np.asarray(Image.open(f))
+        assert mask.shape == (72, 96) and set(np.unique(mask)) <= {0, 1, 2, 3, 255}
+    assert calls["training"] == 0 and "0 of 5 image(s) cached" in caplog.text
+    files[0].unlink()
+    caplog.clear()
+    train(compose_distill(tmp_path, *words, "seed=1", f"paths.output_dir={tmp_path / 'run2'}"))
+    assert "4 of 5 image(s) cached" in caplog.text and "1 to label" in caplog.text
+    assert len(list(folder.glob("*.png"))) == 5 and calls["training"] == 0

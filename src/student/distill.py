@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,8 @@ class DistillReport(pl.Callback):
         self.dirpath, self.num_images, self.bins = dirpath, int(num_images), int(bins)
         self.export, self.opset = fmt, int(opset)
         self.result: dict[str, Any] | None = None  #: the last agreement figures
+        self.epoch_seconds: list[float] = []  #: wall time of each whole training epoch
+        self._epoch_start: float | None = None
         self.exported: Path | None = None  #: the exported file
 
     def _folder(self, trainer: pl.Trainer) -> Path:
@@ -186,6 +189,14 @@ class DistillReport(pl.Callback):
                 len(raw),
                 crop,
             )
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._epoch_start is not None and not trainer.should_stop:  # a whole epoch
+            self.epoch_seconds.append(round(time.perf_counter() - self._epoch_start, 3))
+        self._epoch_start = None
 
     # ------------------------------------------------------------------ end
     @torch.no_grad()
@@ -217,6 +228,7 @@ class DistillReport(pl.Callback):
         result = meter.result(list(pl_module.class_names))
         result["images"] = len(loader.dataset)
         result["step"] = int(trainer.global_step)
+        result["epoch_seconds"] = list(self.epoch_seconds)  # whole training epochs only
         atomic_save_json(folder / "agreement.json", result)
         grid = _stack_rows(rows) if rows else None
         if grid is not None:
