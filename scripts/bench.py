@@ -401,7 +401,14 @@ def _gpu_section(section: dict[str, Any]) -> list[str]:
 
 
 #: tables for sections other scripts write (the rest are shown as JSON)
-SECTION_RENDERERS = {"export": _export_section, "gpu": _gpu_section}
+def _distill_section(section: dict[str, Any]) -> list[str]:
+    from bench_distill import section as render  # scripts/bench_distill.py
+
+    return render(section)
+
+
+SECTION_RENDERERS = {"export": _export_section, "gpu": _gpu_section,
+                     "distill_student_vs_teacher": _distill_section}  # fmt: skip
 
 
 def write_outputs(data: dict[str, Any], json_path: Path, md_path: Path) -> None:

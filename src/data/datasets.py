@@ -269,7 +269,8 @@ class FolderDataset(PairedDataset):
                 f"({self.unreadable[0]})",
                 "point data.root at a folder of readable images (PNG, JPEG, ...)",
             )
-        if self.unreadable:
+        if self.unreadable and (str(root), tuple(self.unreadable)) not in _WARNED:
+            _WARNED.add((str(root), tuple(self.unreadable)))  # once, not once per split
             log.warning(
                 "skipping %d unreadable image file(s) of %d in %s (first: %s)",
                 len(self.unreadable),
@@ -284,6 +285,9 @@ class FolderDataset(PairedDataset):
             files = [f for i, f in enumerate(files) if (i in held) != (split == "train")]
         items = [(str(p.relative_to(root).with_suffix("")), p, None) for p in files]
         super().__init__(items)
+
+
+_WARNED: set[tuple[str, tuple[str, ...]]] = set()  #: folders whose unreadable files were named
 
 
 def _readable(files: list[Path]) -> tuple[list[Path], list[str]]:
