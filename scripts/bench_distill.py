@@ -57,6 +57,11 @@ STUDENTS = ("deeplabv2_r18_shallow", "deeplabv3plus_r18")
 
 
 def _peak_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ``ru_maxrss``, not inherited from
+    the parent across fork and exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -183,6 +188,12 @@ def main() -> None:
         f"(load average {os.getloadavg()[0]:.1f} at the end)",
         "images": args.images,
         "rows": rows,
+        "load_note": None
+        if os.getloadavg()[0] <= (os.cpu_count() or 1)
+        else (
+            "The machine was busier than its cores during the run: the two-thread (wall time) "
+            "rows measure the contention, not the models; rerun on an idle machine."
+        ),
     }
     publish(doc, args.out)
 
@@ -204,7 +215,13 @@ def section(doc: dict) -> list[str]:
         f"`scripts/bench_distill.py`, {doc['date']}, {doc['machine']}; {doc['images']} images of "
         "512 x 512 px, each point in its own process, CPU. Random weights at the real sizes "
         "(ViT-B/16 and RN50 weights are not available offline; speed and memory do not depend "
-        "on them), 21 classes. One thread: thread CPU time; two threads: wall time.",
+        "on them), 21 classes. One thread: thread CPU time; two threads: wall time. The "
+        "student runs through `src.predict`'s ONNX path (onnxruntime, plus torch for resizing "
+        "and decoding: most of its resident memory).",
+    ]
+    if doc.get("load_note"):
+        lines += ["", f"**{doc['load_note']}**"]
+    lines += [
         "",
         "| model | threads | images/s | s/image | peak RSS (MB) |",
         "|---|---|---|---|---|",
