@@ -285,3 +285,39 @@ def test_teacher_label_cache_labels_each_image_once_and_resumes(
     train(compose_distill(tmp_path, *words, "seed=1", f"paths.output_dir={tmp_path / 'run2'}"))
     assert "4 of 5 image(s) cached" in caplog.text and "1 to label" in caplog.text
     assert len(list(folder.glob("*.png"))) == 5 and calls["training"] == 0
+
+
+# ---------------------------------------------------------------------- the ONNX predictor
+def test_onnx_predictor_gives_the_students_masks_and_keeps_its_classes(tmp_path) -> None:
+    """``src.predict``'s ONNX path (onnxruntime) and the student in PyTorch draw the same mask
+    with the same sizing; the file's classes cannot be changed; a missing file is one line."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    from src.prediction.onnx_student import onnx_predictor
+    from src.prediction.predictor import Settings, predict_image, predictor_from_student
+    from src.student.export import export_student
+    from tests.student.fakes import tiny_student
+
+    student = tiny_student().eval()
+    path = export_student(student, tmp_path / "student.onnx", fmt="onnx")
+    exported = onnx_predictor(path)
+    assert exported.class_names == list(student.class_names)
+    assert exported.native_size == student.image_size  # stored in the file
+    settings = Settings(max_size=96, min_size="auto", sliding_window=False, window=64, stride=48,
+                        window_batch=2, threshold=None, logit_scale=None, confidence_maps=True,
+                        overlay_alpha=0.5, legend_max_entries=8)  # fmt: skip
+    image = (np.random.default_rng(0).random((45, 70, 3)) * 255).astype(np.uint8)
+    cpu = torch.device("cpu")
+    with torch.inference_mode():
+        ours = predict_image(exported, image, settings, cpu)
+        theirs = predict_image(predictor_from_student(student), image, settings, cpu)
+    assert ours.mask.shape == (45, 70)
+    assert (ours.mask == theirs.mask).float().mean() >= 0.999
+    assert torch.allclose(ours.confidence.float(), theirs.confidence.float(), atol=2)
+    with pytest.raises(UserError, match="its classes cannot be changed"):
+        onnx_predictor(path, ["cat", "dog"])
+    assert onnx_predictor(path, list(student.class_names)).class_names == student.class_names
+    with pytest.raises(UserError, match="ONNX file not found"):
+        onnx_predictor(tmp_path / "missing.onnx")
