@@ -437,10 +437,17 @@ def _vs_authors_section(section: dict[str, Any]) -> list[str]:
 
 
 #: tables for sections other scripts write (the rest are shown as JSON)
+def _distill_section(section: dict[str, Any]) -> list[str]:
+    from bench_distill import section as render  # scripts/bench_distill.py
+
+    return render(section)
+
+
 SECTION_RENDERERS = {
     "export": _export_section,
     "gpu": _gpu_section,
     "vs_authors": _vs_authors_section,
+    "distill_student_vs_teacher": _distill_section,
 }
 
 

@@ -2,6 +2,7 @@
 
     python -m src.predict input=photos/ 'classes=[cat,dog,red car]' teacher=rn50 output_dir=out
     python -m src.predict input='shots/*.png' 'classes=[sky,tree]' ckpt_path=path/to/last.ckpt
+    python -m src.predict input=photos/ ckpt_path=path/to/student.onnx   # onnxruntime only
 
 For each image writes ``<stem>_mask.png`` (uint8 palette PNG: value ``i`` is ``classes[i]``,
 255 is no class), ``<stem>_overlay.jpg`` (image, colour mask, legend), with
@@ -30,6 +31,7 @@ from omegaconf import DictConfig
 from src.errors import UserError
 from src.pictures.palette import MAX_CLASSES, prediction_palette
 from src.prediction.legend_writer import LegendWriter, write_error
+from src.prediction.onnx_student import is_onnx_file, onnx_predictor
 from src.prediction.outputs import (
     LEGEND,
     earlier_records,
@@ -47,7 +49,6 @@ from src.prediction.predictor import (
     predictor_from_teacher,
     student_predictor,
 )
-from src.teacher.text import validate_class_names
 from src.utils.images import check_readable, find_images, load_rgb
 from src.utils.task import check_group_choices, run_task
 from src.utils.teachers import build_teacher
@@ -159,15 +160,19 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     paths, failed = readable_images(find_images(str(cfg.input), skip_outputs_in=out_dir))
     total = len(paths) + len(failed)
     classes = class_list(cfg.get("classes"))
-    if classes is not None:
+    exported = is_onnx_file(cfg.get("ckpt_path"))  # onnxruntime: no training stack imported
+    if classes is not None and not exported:
+        from src.teacher.text import validate_class_names  # imports open_clip
+
         validate_class_names(classes)
-        if len(classes) > MAX_CLASSES:  # before encoding them (classes x templates prompts)
-            raise UserError(
-                f"{len(classes)} classes are too many for a uint8 mask",
-                f"give at most {MAX_CLASSES}",
-            )
-    device = choose_device(cfg.get("device", "auto"))
-    if cfg.get("ckpt_path"):
+    if classes is not None and len(classes) > MAX_CLASSES:  # before encoding them as prompts
+        raise UserError(
+            f"{len(classes)} classes are too many for a uint8 mask", f"give at most {MAX_CLASSES}"
+        )
+    device = choose_device("cpu" if exported else cfg.get("device", "auto"))
+    if exported:
+        predictor = onnx_predictor(str(cfg.ckpt_path), classes)
+    elif cfg.get("ckpt_path"):
         predictor = student_predictor(str(cfg.ckpt_path), classes, device)
     else:
         predictor = teacher_predictor(cfg, classes, device)

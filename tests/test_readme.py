@@ -40,6 +40,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
+#: experiments on any folder of images (data.root=photos runs on the layout's photos/)
+FOLDER_EXPERIMENTS = {"distill_folder"}
 #: CLIPs shipped in the repository: every other teacher needs downloaded weights
 SHIPPED_TEACHERS = {"tiny_shapes", "tiny_shapes_vit", "tiny_rn_test", "tiny_vit_test"}
 #: datasets that are files on disk (the shapes worlds are drawn by code)
@@ -154,7 +156,8 @@ def _skip_reason(command: Command, earlier: tuple[Command, ...]) -> str | None:
     if real:
         return f"needs the CLIP weights of {', '.join(real)} (downloaded by open_clip)"
     data = [d for d in _values(words, "data") if d in FILE_DATASETS]
-    experiments = [e for e in _values(words, "experiment") if not e.startswith("shapes")]
+    experiments = [e for e in _values(words, "experiment")
+                   if not e.startswith("shapes") and e not in FOLDER_EXPERIMENTS]  # fmt: skip
     if data or experiments or any(w.startswith("data.root=/") for w in words):
         return f"needs a real dataset ({', '.join(data + experiments) or 'data.root'})"
     module = words[2] if words[:2] == ["python", "-m"] else ""

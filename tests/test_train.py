@@ -9,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from PIL import Image
 
 from src.errors import UserError
 from src.train import train
@@ -197,11 +199,15 @@ def dataset_trees(tmp_path_factory) -> Path:
     """Tiny VOC, Context and COCO-Stuff trees in their real layouts."""
     data = tmp_path_factory.mktemp("data")
     make_voc(data), make_context(data), make_coco(data)
+    (data / "images").mkdir()  # data=folder's default root (experiment=distill_folder)
+    for i in range(3):
+        Image.fromarray(np.full((40, 48, 3), 60 * i, np.uint8)).save(data / "images" / f"{i}.png")
     return data
 
 
 def compose_experiment(out: Path, name: str, data: Path):
-    return compose_run(out, f"experiment={name}", f"paths.data_dir={data}", *ONE_STEP)
+    words = ["data.class_names=[circle,square]"] if name == "distill_folder" else []  # yours
+    return compose_run(out, f"experiment={name}", f"paths.data_dir={data}", *ONE_STEP, *words)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

@@ -80,6 +80,10 @@ class SegmentationSamples(Dataset):
         self.train = train
         self.corruption = corruption  # eval only: (uint8 image, index) -> image, before resize
         self.seed = int(seed)  #: training augmentation: sample i of epoch e uses (seed, e, i)
+        #: training, unlabelled samples: (index, name) -> cached (H, W) uint8 teacher labels
+        #: (class indices, 255 none) augmented with the image instead of the teacher running on
+        #: each crop (src.student.label_cache); None: the teacher labels each crop online
+        self.teacher_labels: Callable[[int, str], np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.raw)
@@ -90,7 +94,9 @@ class SegmentationSamples(Dataset):
         index, epoch = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), 0)
         sample = self.raw[index]
         h, w = sample.image.shape[:2]
-        if sample.label is None:
+        if sample.label is None and self.train and self.teacher_labels is not None:
+            label = self.teacher_labels(index, sample.name)
+        elif sample.label is None:
             fill = UNLABELLED if self.train else IGNORE_INDEX
             label = np.full((h, w), fill, dtype=np.uint8)
         else:

@@ -228,14 +228,25 @@ class CocoStuffDataset(PairedDataset):
 class FolderDataset(PairedDataset):
     """Any folder of images, without labels (annotation-free training and prediction).
 
-    ``split`` is ignored: every split lists the same images. ``recursive=True`` also takes
-    images from sub-folders (names are then the relative paths without suffix).
+    ``recursive=True`` also takes images from sub-folders (names are then the relative paths
+    without suffix). Files PIL cannot identify (header only) are skipped and counted in one
+    warning; a folder of nothing else is a :class:`UserError`.
+
+    ``holdout`` (a share in [0, 1)) sets aside that share of the images, drawn with
+    ``holdout_seed``, never trained on: split ``train`` lists the others, any other split the
+    held-out ones. ``holdout=0`` (the default): every split lists every image.
     """
 
     has_labels = False
 
     def __init__(
-        self, *, root: str | os.PathLike, split: str = "train", recursive: bool = False
+        self,
+        *,
+        root: str | os.PathLike,
+        split: str = "train",
+        recursive: bool = False,
+        holdout: float = 0.0,
+        holdout_seed: int = 0,
     ) -> None:
         root = Path(root)
         _require_dir(root, "image folder", "create it and put images in it")
@@ -251,8 +262,72 @@ class FolderDataset(PairedDataset):
                     else " (or set data.dataset_options.recursive=true for sub-folders)"
                 ),
             )
+        files, self.unreadable = _readable(files)
+        if not files:
+            raise UserError(
+                f"none of the {len(self.unreadable)} image file(s) in {root} can be read "
+                f"({self.unreadable[0]})",
+                "point data.root at a folder of readable images (PNG, JPEG, ...)",
+            )
+        if self.unreadable and (str(root), tuple(self.unreadable)) not in _WARNED:
+            _WARNED.add((str(root), tuple(self.unreadable)))  # once, not once per split
+            log.warning(
+                "skipping %d unreadable image file(s) of %d in %s (first: %s)",
+                len(self.unreadable),
+                len(files) + len(self.unreadable),
+                root,
+                self.unreadable[0],
+            )
+        held = set(holdout_indices(len(files), holdout, holdout_seed))
+        #: the held-out images' paths relative to ``root`` (whatever the split)
+        self.held_out = [str(f.relative_to(root)) for i, f in enumerate(files) if i in held]
+        if held:
+            files = [f for i, f in enumerate(files) if (i in held) != (split == "train")]
         items = [(str(p.relative_to(root).with_suffix("")), p, None) for p in files]
         super().__init__(items)
+
+
+_WARNED: set[tuple[str, tuple[str, ...]]] = set()  #: folders whose unreadable files were named
+
+
+def _readable(files: list[Path]) -> tuple[list[Path], list[str]]:
+    """The files PIL identifies (header only) and the names of the others."""
+    from PIL import Image, UnidentifiedImageError
+
+    good, bad = [], []
+    for path in files:
+        try:
+            with Image.open(path):
+                good.append(path)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+            bad.append(path.name)
+    return good, bad
+
+
+def holdout_indices(count: int, share: float, seed: int) -> list[int]:
+    """The sorted indices of the held-out share of ``count`` images (seeded; at least one
+    image when ``share > 0``); a :class:`UserError` when the share is outside [0, 1) or
+    leaves nothing to train on."""
+    try:
+        share = float(share)
+    except (TypeError, ValueError):
+        share = -1.0
+    if not 0.0 <= share < 1.0:
+        raise UserError(
+            f"data.dataset_options.holdout={share!r} is not a share in [0, 1)",
+            "give e.g. data.dataset_options.holdout=0.1 (10% of the images held out)",
+        )
+    if share == 0.0:
+        return []
+    held = max(1, round(count * share))
+    if held >= count:
+        raise UserError(
+            f"data.dataset_options.holdout={share:g} of {count} image(s) holds out {held} and "
+            "leaves nothing to train on",
+            "add images or lower data.dataset_options.holdout",
+        )
+    order = np.random.default_rng(int(seed)).permutation(count)
+    return sorted(int(i) for i in order[:held])
 
 
 def _split_folder(split: str, aliases: dict[str, str]) -> str:

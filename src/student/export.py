@@ -42,7 +42,7 @@ DEFAULT_OPSET = 17
 #: the metadata keys :func:`export_metadata` writes
 METADATA_KEYS = ("class_names", "input", "output", "normalization_mean", "normalization_std",
                  "clip_model", "student_head", "background_class", "producer",
-                 "source_checkpoint", "teacher_config")  # fmt: skip
+                 "source_checkpoint", "teacher_config", "image_size")  # fmt: skip
 
 
 def _bins(length: Tensor, bins: int) -> Tensor:
@@ -126,6 +126,7 @@ def export_metadata(student: DenseClipPlus, *, source: str | None = None) -> dic
         "background_class": json.dumps(bool(student.class_offset)),
         "producer": "denseclip-lightning src.export",
         "teacher_config": json.dumps(teacher_record(student.teacher), sort_keys=True),
+        "image_size": str(int(student.image_size)),  # prediction enlarges smaller images to it
     }
     if source:
         meta["source_checkpoint"] = source

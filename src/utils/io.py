@@ -85,7 +85,9 @@ def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float | int | str]:
 
 def describe_file(file: str | os.PathLike) -> str:
     """What a file that ``torch.load`` cannot read looks like, for an error message: a
-    truncated archive, JSON, text, empty, or not a PyTorch file."""
+    truncated archive, an exported ONNX student, JSON, text, empty, or not a PyTorch file."""
+    if str(file).lower().endswith(".onnx"):
+        return "an exported ONNX student, not a training checkpoint (no optimizer state)"
     with open(file, "rb") as f:
         head = f.read(4096)
     if head.startswith(b"PK\x03\x04"):
