@@ -29,8 +29,8 @@ inputs) as markdown and CSV, atomically:
 Scores are percentages of the fractions in ``metrics.json``. A cell averages every run that
 falls in it (seeds) and is marked ``*`` when there are several; a missing value shows as ``-``.
 Runs are averaged only when their configs (``.hydra/config.yaml``) differ in nothing but the
-seed (and paths, workers, logging): runs of a sweep such as ``teacher.head=maskclip,naclip``
-are a row each, the keys that differ in the row's name (``DenseCLIP+ [teacher.head=naclip]``).
+seed (and paths, workers, logging): runs of a sweep such as ``teacher.head=<a>,<b>``
+are a row each, the keys that differ in the row's name (``DenseCLIP+ [teacher.head=<b>]``).
 """
 
 from __future__ import annotations
@@ -78,7 +78,6 @@ SETTING_ORDER = ("supervised", "zero_shot", "annotation_free")
 METHOD_ORDER = ("DenseCLIP", "DenseCLIP+")
 CLIP_ORDER = ("rn50", "rn101", "rn50x4", "rn50x16", "rn50x64", "vit_b32", "vit_b16", "vit_l14")
 UNKNOWN = "-"
-DEFAULT_HEAD = "maskclip"  #: the teacher's head when the config names none (DenseCLIP's)
 TRAINING_FREE = "training_free"
 #: Table 2a's rows: the ``ablation=`` choice and the paper's name for it
 ABLATIONS = {
@@ -143,11 +142,11 @@ class Run:
     severity: int = 0
     scores: dict[str, float | None] = field(default_factory=dict)
     protocol: str = NONE  #: the evaluation protocol (``protocol=``), ``none`` by default
-    head: str = DEFAULT_HEAD  #: the teacher's dense head (``teacher.head``)
+    head: str = ""  #: the teacher's dense head (``teacher.head``)
     ablation: str = NONE  #: the ``ablation=`` choice of a training run (Table 2a)
     #: the run's settings (flat config keys, less :data:`NOT_SETTINGS`), to tell runs apart
     config: dict[str, Any] = field(default_factory=dict, repr=False)
-    #: the settings that set this run apart from others of its row, e.g. ``teacher.head=naclip``
+    #: the settings that set this run apart from others of its row, e.g. ``teacher.head=<b>``
     variant: str = ""
 
     @property
@@ -201,7 +200,7 @@ def run_settings(config: Any, *, teacher_only: bool = False) -> dict[str, Any]:
 
 def name_variants(runs: list[Run]) -> None:
     """Set ``variant`` on runs that would share a row but differ in settings beyond the seed:
-    the keys that differ within the row, with this run's values (``teacher.head=naclip``)."""
+    the keys that differ within the row, with this run's values (``teacher.head=<b>``)."""
     rows: dict[tuple[Any, ...], list[Run]] = defaultdict(list)
     for r in runs:
         head = r.head if r.protocol == TRAINING_FREE else ""  # that table names the head
@@ -317,6 +316,14 @@ def _scores(metrics: Mapping[str, Any], prefixes: Iterable[str]) -> dict[str, fl
     return None
 
 
+@functools.cache
+def _default_head() -> str:
+    """The teacher's head when a run's config names none (the registry's default)."""
+    from src.teacher.heads import default_head
+
+    return default_head()
+
+
 def _text(*candidates: Any) -> str:
     for value in candidates:
         if value is not None and not isinstance(value, (dict, list)) and str(value) != "":
@@ -366,7 +373,7 @@ def load_runs(metrics_path: Path) -> list[Run]:
     )
     base["corruption"], base["severity"] = _corruption(metrics, config, choices)
     base["protocol"] = _text(choices.get("protocol"), _select(config, "protocol.name"), NONE)
-    base["head"] = _text(_select(config, "teacher.head"), DEFAULT_HEAD)
+    base["head"] = _text(_select(config, "teacher.head"), _default_head())
     base["ablation"] = _text(choices.get("ablation"), overrides.get("ablation"), NONE)
     if _select(config, "callbacks.drift_guard.enabled") is True:
         base["ablation"] += _guard_label(_select(config, "callbacks.drift_guard"))

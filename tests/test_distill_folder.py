@@ -257,7 +257,7 @@ def test_teacher_label_cache_labels_each_image_once_and_resumes(
     from src.train import train
 
     monkeypatch.chdir(tmp_path)
-    caplog.set_level(logging.INFO, logger="src.student.label_cache")
+    caplog.set_level(logging.INFO, logger="src.data.label_cache")
     draw_photos(tmp_path / "photos", 6)
     calls = {"training": 0}
     original = DenseClipPlus.teacher_logits

@@ -82,7 +82,7 @@ class SegmentationSamples(Dataset):
         self.seed = int(seed)  #: training augmentation: sample i of epoch e uses (seed, e, i)
         #: training, unlabelled samples: (index, name) -> cached (H, W) uint8 teacher labels
         #: (class indices, 255 none) augmented with the image instead of the teacher running on
-        #: each crop (src.student.label_cache); None: the teacher labels each crop online
+        #: each crop (src.data.label_cache); None: the teacher labels each crop online
         self.teacher_labels: Callable[[int, str], np.ndarray] | None = None
 
     def __len__(self) -> int:

@@ -108,9 +108,8 @@ class TeacherLabelCache(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled:
             return
-        from src.student.switch import PseudoLabelSwitch
-
-        if any(isinstance(c, PseudoLabelSwitch) and c.enabled for c in trainer.callbacks):
+        switches = [c for c in trainer.callbacks if getattr(c, "moves_label_schedule", False)]
+        if any(getattr(c, "enabled", True) for c in switches):  # a switch to self-training
             raise UserError(
                 "callbacks.teacher_label_cache needs the teacher's labels throughout, but the "
                 "pseudo-label switch (self-training) is on",
