@@ -45,7 +45,15 @@ def check_launcher(argv: Sequence[str]) -> None:
 def check_override_keys(argv: Sequence[str], config_name: str) -> None:
     """Fail, as a :class:`UserError`, on ``key=value`` for a key the composed ``config_name``
     lacks (``teacher.hed=...``), naming the closest keys of that node. Sweeps (``-m``) and
-    every other composition problem are left to Hydra."""
+    every other composition problem are left to Hydra. ``group=null`` for a config group
+    (Hydra: "Config group override must be a string or a list") is one line naming ``~group``."""
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if value.lower() in ("null", "none") and key.isidentifier() and (CONF_DIR / key).is_dir():
+            raise UserError(
+                f"{arg}: {key} is a config group, which Hydra removes with ~{key}, not null",
+                f"write ~{key} (or pick one of conf/{key}/)",
+            )
     if any(a in ("-m", "--multirun") or a.startswith("-") for a in argv):
         return
     overrides = [a for a in argv if "=" in a and not a.startswith("hydra")]
