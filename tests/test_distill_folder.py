@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shlex
 import subprocess
@@ -21,6 +20,7 @@ from src.data.datasets import FolderDataset, holdout_indices
 from src.errors import UserError
 from src.student.checkpoint import read_checkpoint
 from src.student.distill import NO_CLASS, AgreementMeter
+from tests.test_readme import environment
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the README command (section "Distil a segmenter for your own images"), as written
@@ -52,7 +52,9 @@ def draw_photos(folder: Path, count: int, size: tuple[int, int] = (96, 72)) -> l
 
 
 def env() -> dict[str, str]:
-    return os.environ | {"OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", "HF_HUB_OFFLINE": "1"}
+    """The project's environment as after ``source .venv/bin/activate`` (``make test`` runs
+    the venv's python without activating it), with the one-line errors users see."""
+    return environment() | {"HYDRA_FULL_ERROR": "0"}
 
 
 def layout(folder: Path) -> Path:
