@@ -33,6 +33,9 @@ bench: ## Speed benchmarks; writes docs/benchmarks.json and docs/BENCHMARKS.md
 	$(PY) scripts/bench.py
 	$(PY) scripts/bench_student.py
 
+bench-authors: ## Our heads beside the authors' code (needs their checkouts in /tmp/ext; ARGS=--quick): docs/BENCHMARKS.md
+	$(PY) scripts/bench_vs_authors.py $(ARGS)
+
 bench-gpu: ## GPU benchmark (CUDA; one line and exit 0 without): the gpu section of docs/benchmarks.json
 	$(PY) scripts/bench_gpu.py
 
@@ -51,4 +54,4 @@ clean: ## Remove caches, logs and build outputs (not .venv)
 	rm -rf logs outputs multirun .cache .pytest_cache .ruff_cache build dist *.egg-info
 	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
 
-.PHONY: help install test test-full demo bench bench-gpu app lint format clean
+.PHONY: help install test test-full demo bench bench-authors bench-gpu app lint format clean

@@ -400,8 +400,48 @@ def _gpu_section(section: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _vs_authors_section(section: dict[str, Any]) -> list[str]:
+    """scripts/bench_vs_authors.py: ours / theirs per head, case and thread count."""
+    m = section.get("machine", {})
+    lines = [
+        "## Our heads beside the authors' code",
+        "",
+        f"`make bench-authors` (`{section.get('command', '')}`), {section.get('date', '')}, "
+        f"{m.get('cpu')} ({m.get('cores')} cores), torch {m.get('torch')}, device "
+        f"{m.get('device')}{' ' + m['cuda'] if m.get('cuda') else ''}"
+        f"{'; a --quick development run, not the numbers' if section.get('quick') else ''}. "
+        "The authors' segmentor (their repository, run as scripts/make_head_fixtures.py runs "
+        "it, batch 1) and ours on the same seeded random ViT-B/16 (and DINO ViT-B/8 proxy), "
+        "text and images, fp32, one process each, timed alternately after warm-up "
+        f"(median of {section.get('repeats')}). `whole`: image-size logits of one image; "
+        "`slide`: a 336 x 448 image through each author's own crop / stride, resize, softmax "
+        "and argmax; `slide_pamr`: the same with PAMR (NACLIP). Ratio > 1: ours is faster.",
+        "",
+        "| head | case | threads | theirs img/s | ours b1 img/s | ours / theirs (b1) | ours best batch img/s | ours / theirs (best) | peak MB theirs / ours b1 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in section.get("rows", []):
+        if "error" in r:
+            lines.append(f"| {r['head']} | {r['case']} | {r['threads']} | failed: {r['error']} "
+                         "| | | | | |")  # fmt: skip
+            continue
+        best = r.get("best_batch")
+        b = r.get(f"ours_b{best}") if best else None
+        lines.append(
+            f"| {r['head']} | {r['case']} | {r['threads']} | {r['theirs']['images_per_s']:.3g} | "
+            f"{r['ours_b1']['images_per_s']:.3g} | {r['ratio_b1']:.2f} | "
+            + (f"{b['images_per_s']:.3g} (x{best}) | {r[f'ratio_b{best}']:.2f}" if b else "| ")
+            + f" | {r['theirs']['peak_mb']:.0f} / {r['ours_b1']['peak_mb']:.0f} |"
+        )
+    return [*lines, ""]
+
+
 #: tables for sections other scripts write (the rest are shown as JSON)
-SECTION_RENDERERS = {"export": _export_section, "gpu": _gpu_section}
+SECTION_RENDERERS = {
+    "export": _export_section,
+    "gpu": _gpu_section,
+    "vs_authors": _vs_authors_section,
+}
 
 
 def write_outputs(data: dict[str, Any], json_path: Path, md_path: Path) -> None:

@@ -150,6 +150,21 @@ def refined_points(heads: Sequence[str]) -> list[tuple[str, str]]:
     return out
 
 
+def pamr_overheads(results: list[dict]) -> list[dict[str, Any]]:
+    """For each (model, head) measured with and without PAMR: the time PAMR adds, as a
+    fraction of the head's own time, and the slowdown (the issue's goals: +25% for naclip on
+    ViT-B/16 at 224 px, batch 4; x2 on the tiny plain ViT at 128 px, batch 16)."""
+    plain = {(r["model"], r["head"]): r for r in results if r["refine"] is None}
+    out = []
+    for r in results:
+        base = plain.get((r["model"], r["head"]))
+        if r["refine"] == "pamr" and base is not None:
+            slowdown = r["seconds_per_batch"] / base["seconds_per_batch"]
+            out.append({"model": r["model"], "head": r["head"], "slowdown": slowdown,
+                        "pamr_adds": slowdown - 1.0})  # fmt: skip
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     heads = head_choices()
@@ -195,6 +210,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             print(f"{model:26s} {head:9s} {str(refine):5s} {result['images_per_s']:8.2f} img/s  "
                   f"peak {result['peak_rss_mb']:7.0f} MB (+{result['forward_extra_mb']:.0f})",
                   flush=True)  # fmt: skip
+    overheads = pamr_overheads(results)
+    for o in overheads:
+        print(f"PAMR adds {100 * o['pamr_adds']:.0f}% to {o['head']} on {o['model']} "
+              f"(x{o['slowdown']:.2f})", flush=True)  # fmt: skip
     if args.out:
         from src.utils.io import atomic_save_json
 
@@ -202,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             "machine": {"cpu": platform.processor() or platform.machine(),
                         "cores": os.cpu_count(), "threads": args.threads},
             "results": results,
+            "pamr_overheads": overheads,
         })  # fmt: skip
     return results
 

@@ -30,19 +30,22 @@ same code run in fp32 (their `.half()` calls made no-ops, models `.float()`), wh
 fp32 re-implementation should match to 1e-4.  SCLIP / NACLIP / ResCLIP run in fp32 on a CPU by their
 own loader (`clip.load(..., device='cpu')` calls `model.float()` after the fp16 cast).
 
-Weight recipe (RECIPE below; `rebuild_weights(seed)`), replicable without this file:
-    torch.manual_seed(seed)
-    model = open_clip.create_model('ViT-B-16', force_quick_gelu=True)      # random init, fp32, CPU
-    sd = model.state_dict()
-    g = torch.Generator().manual_seed(seed + 1)
-    for name in sorted(sd):                                                  # floating tensors only
-        if name.endswith('.bias'):                       sd[name].copy_(0.02 * torch.randn(shape, generator=g))
-        elif name.split('.')[-2].startswith('ln_'):      sd[name].copy_(1 + 0.1 * torch.randn(shape, generator=g))  # LN gains
-    for name in sd: sd[name].copy_(sd[name].half().float())                  # fp16-exact
-Proxy (ProxyCLIP) recipe: the same with timm.create_model('vit_base_patch8_224.dino', pretrained=False,
+Weight recipe (RECIPE below; `seeded_fill`, `rebuild_weights(seed)`), replicable without this file:
+only the key names and shapes of open_clip.create_model('ViT-B-16', force_quick_gelu=True) are used;
+every floating tensor is overwritten, in sorted name order, from ONE torch.Generator().manual_seed(seed + 1)
+by integers (torch.randint) times a power of two, so the weights are fp16-exact and bit-identical on every
+CPU (no randn / trunc_normal: their log / cos / erfinv differ in the last bits between vector ISAs):
+    bias (name ends '.bias'):                 randint(-64, 65) * 2**-11
+    LN gain (parent name starts 'ln_'):       1 + randint(-64, 65) * 2**-9
+    0-d (logit_scale):                        4.609375
+    else: k = isqrt(2**28 // fan);            randint(-k, k + 1) * 2**-14
+          fan = prod(shape[1:]) (4-d), shape[0] ('proj', 'text_projection'), else shape[-1]
+Proxy (ProxyCLIP) recipe: the same on timm.create_model('vit_base_patch8_224.dino', pretrained=False,
 num_classes=0), seed `proxy_seed`, LN gains = names whose second-to-last part starts with 'norm'
 (DINO/timm layout is identical: cls_token, pos_embed, patch_embed.proj.*, blocks.N.{norm1,attn.qkv,
 attn.proj,norm2,mlp.fc1,mlp.fc2}.*, norm.*).
+Text: make_text() (integers, normalised in float64, fp16-rounded; stored in the fixture).
+PAMR inputs: make_pamr_inputs() (integers; stored in the fixture).
 SHA-256: over sorted names: name utf-8, str(dtype), str(tuple(shape)), then the float32 bytes
 (C-contiguous, little endian).
 """
@@ -53,6 +56,7 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import math
 import os
 import platform
 import subprocess
@@ -65,7 +69,7 @@ import torch
 import torch.nn as nn
 
 FORMAT = "denseclip-head-fixture/1"
-RECIPE = "dcl-heads-v1"
+RECIPE = "dcl-heads-v2-int"
 CLIP_MEAN_255 = (122.771, 116.746, 104.094)  # the authors' SegDataPreProcessor mean (RGB)
 CLIP_STD_255 = (68.501, 66.632, 70.323)
 WEIGHT_SEED = 0
@@ -78,21 +82,50 @@ NAME_LINES = [["background", "sky"], ["cat"], ["dog"], ["tree"]]
 
 # ----------------------------------------------------------------------------------------------
 # Seeded inputs (replicable by the project's tests without the authors' code)
+#
+# Every seeded tensor is drawn as INTEGERS from a seeded torch.Generator (torch.randint, a serial
+# Mersenne-Twister kernel) and scaled by a power of two, so that it is fp16-exact and bit-identical
+# on every CPU: no transcendental function (randn's log/cos, trunc_normal's erfinv) is involved, and
+# nothing of open_clip's / timm's own init survives (only the key names and shapes are used).
 # ----------------------------------------------------------------------------------------------
-def _perturb_and_round(sd, seed, is_gain):
+def seeded_fill(sd, seed, gain_prefix):
+    """Overwrite every floating tensor of ``sd`` (in sorted name order, one generator):
+
+    * biases (every name ending in ``.bias``):            n * 2**-11,  n in [-64, 64]
+    * LayerNorm gains (``weight`` whose parent starts with ``gain_prefix``): 1 + n * 2**-9, n in [-64, 64]
+    * 0-d tensors (CLIP's ``logit_scale``):               4.609375 (about ln 100), nothing drawn
+    * everything else (weights, embeddings, class / cls tokens, positional embeddings, projections):
+      n * 2**-14 with n in [-k, k], k = isqrt(2**28 // fan), i.e. U(-1/sqrt(fan), 1/sqrt(fan)) as
+      torch's nn.Linear default; fan = prod(shape[1:]) for 4-d (conv) weights, shape[0] for the
+      ``x @ W`` matrices ``proj`` / ``text_projection``, else shape[-1].
+    """
     g = torch.Generator().manual_seed(seed + 1)
     for name in sorted(sd):
         t = sd[name]
         if not t.is_floating_point():
             continue
+        parts = name.split(".")
+        if t.dim() == 0:
+            t.fill_(4.609375)
+            continue
         if name.endswith(".bias"):
-            t.copy_(0.02 * torch.randn(t.shape, generator=g))
-        elif is_gain(name):
-            t.copy_(1.0 + 0.1 * torch.randn(t.shape, generator=g))
-    for name in sd:
-        t = sd[name]
-        if t.is_floating_point():
-            t.copy_(t.half().float())
+            n = torch.randint(-64, 65, t.shape, generator=g, dtype=torch.int64)
+            v = n.to(torch.float32) * 2.0**-11
+        elif name.endswith("weight") and len(parts) >= 2 and parts[-2].startswith(gain_prefix):
+            n = torch.randint(-64, 65, t.shape, generator=g, dtype=torch.int64)
+            v = 1.0 + n.to(torch.float32) * 2.0**-9
+        else:
+            if t.dim() == 4:
+                fan = int(np.prod(t.shape[1:]))
+            elif parts[-1] in ("proj", "text_projection") and t.dim() == 2:
+                fan = t.shape[0]
+            else:
+                fan = t.shape[-1]
+            k = math.isqrt(2**28 // fan)
+            n = torch.randint(-k, k + 1, t.shape, generator=g, dtype=torch.int64)
+            v = n.to(torch.float32) * 2.0**-14
+        assert torch.equal(v.half().float(), v), name  # fp16-exact by construction
+        t.copy_(v.to(t.dtype))
     return sd
 
 
@@ -100,24 +133,18 @@ def rebuild_weights(seed=WEIGHT_SEED):
     """Seeded, fp16-exact CLIP ViT-B/16 (QuickGELU) state dict in OpenAI's layout (= open_clip's)."""
     import open_clip
 
-    torch.manual_seed(seed)
-    model = open_clip.create_model("ViT-B-16", force_quick_gelu=True)
+    model = open_clip.create_model("ViT-B-16", force_quick_gelu=True)  # only names and shapes used
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return _perturb_and_round(
-        sd, seed, lambda n: n.endswith("weight") and n.split(".")[-2].startswith("ln_")
-    )
+    return seeded_fill(sd, seed, "ln_")
 
 
 def rebuild_proxy_weights(seed=PROXY_SEED, arch="vit_base_patch8_224.dino"):
     """Seeded, fp16-exact DINO ViT (timm architecture); the key layout is DINO's own."""
     import timm
 
-    torch.manual_seed(seed)
-    model = timm.create_model(arch, pretrained=False, num_classes=0)
+    model = timm.create_model(arch, pretrained=False, num_classes=0)  # only names and shapes used
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return _perturb_and_round(
-        sd, seed, lambda n: n.endswith("weight") and n.split(".")[-2].startswith("norm")
-    )
+    return seeded_fill(sd, seed, "norm")
 
 
 def state_dict_sha256(sd):
@@ -153,11 +180,27 @@ def normalise(img_u8):
 
 
 def make_text(seed=TEXT_SEED, n=NUM_QUERIES, dim=512):
-    """Random unit vectors, rounded through fp16 (so fp16 heads see the same values)."""
+    """Unit vectors from integers, rounded to fp16 (so fp16 heads see the same values).
+
+    n in [-1024, 1024] from Generator(seed); each row divided by the square root of its exact
+    integer sum of squares in float64 (sqrt and division are correctly rounded everywhere),
+    then fp16-rounded. The fixture stores the result (``text.embeddings``); tests use that.
+    """
     g = torch.Generator().manual_seed(seed)
-    t = torch.randn(n, dim, generator=g)
-    t = t / t.norm(dim=-1, keepdim=True)
-    return t.half().float()
+    q = torch.randint(-1024, 1025, (n, dim), generator=g, dtype=torch.int64)
+    norms = torch.tensor([math.sqrt(sum(int(v) ** 2 for v in row)) for row in q.tolist()],
+                         dtype=torch.float64)  # fmt: skip
+    t = q.to(torch.float64) / norms[:, None]
+    return t.float().half().float()
+
+
+def make_pamr_inputs(seed=20):
+    """PAMR's image and two masks from integers (power-of-two scaled, fp16-exact)."""
+    g = torch.Generator().manual_seed(seed)
+    img = torch.randint(-512, 513, (1, 3, 60, 90), generator=g).float() * 2.0**-8
+    low = torch.randint(-400, 401, (1, 5, 30, 45), generator=g).float() * 2.0**-12
+    full = torch.randint(-400, 401, (1, 5, 60, 90), generator=g).float() * 2.0**-12
+    return img, low, full
 
 
 def sha_u8(t):
@@ -798,7 +841,7 @@ def head_proxyclip(repo, tmpdir, dino_repo):
                 proxy_seed=PROXY_SEED,
                 proxy_sha256=psha,
                 proxy_recipe="rebuild_proxy_weights(seed): timm 'vit_base_patch8_224.dino', num_classes=0, "
-                "perturb+fp16-round; loaded strictly into facebookresearch/dino vision_transformer.vit_base(patch_size=8)",
+                "seeded_fill(sd, seed, 'norm') (integers, fp16-exact); loaded strictly into facebookresearch/dino vision_transformer.vit_base(patch_size=8)",
                 precision=(
                     'fp16 as shipped (CLIP precision="fp16", vfm.half(), imgs .half())'
                     if not fp32
@@ -811,10 +854,7 @@ def head_proxyclip(repo, tmpdir, dino_repo):
 
 def head_pamr(repo, tmpdir, check_repo=None):
     m = import_from_repo(repo, "pamr")
-    g = torch.Generator().manual_seed(20)
-    img = torch.randn(1, 3, 60, 90, generator=g)
-    logits_low = torch.randn(1, 5, 30, 45, generator=g) * 0.1
-    logits_full = torch.randn(1, 5, 60, 90, generator=g) * 0.1
+    img, logits_low, logits_full = make_pamr_inputs(20)
     pamr = m.PAMR(10, dilations=(8, 16))
     with torch.no_grad():
         out_low = pamr(img, logits_low)
@@ -837,8 +877,9 @@ def head_pamr(repo, tmpdir, check_repo=None):
     settings = dict(
         num_iter=10,
         dilations=[8, 16],
-        note="image = randn(1,3,60,90); masks = 0.1*randn, "
-        "drawn in that order from torch.Generator().manual_seed(20)",
+        note="make_pamr_inputs(20): image = randint(-512, 513, (1,3,60,90)) * 2**-8; masks = "
+        "randint(-400, 401, ...) * 2**-12 (1,5,30,45) then (1,5,60,90), drawn in that order from "
+        "torch.Generator().manual_seed(20); all stored in the cases",
     )
     return dict(
         variants={"pamr": dict(cases=cases, settings=settings)},
@@ -935,7 +976,7 @@ def main():
                 embeddings=r["text"],
                 names=r["names"],
                 query_idx=r["idx"],
-                how="make_text(seed): randn(5,512) from Generator(seed), unit-normalised, fp16-rounded",
+                how="make_text(seed): randint(-1024, 1025, (5, 512)) from Generator(seed), rows divided by sqrt of their integer sum of squares (float64), fp16-rounded; use these stored values",
             )
             fx["images"] = dict(
                 how="make_image(seed, H, W) integer recipe; normalise(): (x - mean) / std",

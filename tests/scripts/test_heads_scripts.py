@@ -34,3 +34,14 @@ def test_heads_grid_draws_one_column_per_head(tmp_path: Path) -> None:
                      str(tmp_path / "g.png")])  # fmt: skip
     picture = np.asarray(Image.open(out))
     assert picture.ndim == 3 and picture.shape[1] > 2 * picture.shape[0]  # 5 columns, 1 row
+
+
+def test_bench_heads_states_what_pamr_adds() -> None:
+    bench = _script("bench_heads")
+    rows = [
+        {"model": "m", "head": "naclip", "refine": None, "seconds_per_batch": 2.0},
+        {"model": "m", "head": "naclip", "refine": "pamr", "seconds_per_batch": 2.5},
+        {"model": "m", "head": "sclip", "refine": "pamr", "seconds_per_batch": 9.0},  # no base
+    ]
+    (o,) = bench.pamr_overheads(rows)
+    assert (o["head"], o["slowdown"], o["pamr_adds"]) == ("naclip", 1.25, 0.25)

@@ -1,0 +1,465 @@
+"""Our teacher heads beside the authors' own segmentors (``make bench-authors``): images/s and
+peak memory, as ratios ours / theirs, into the ``vs_authors`` section of docs/benchmarks.json
+and docs/BENCHMARKS.md.
+
+For each head and case, three worker processes are started: the authors' segmentor (batch 1,
+the only batch their MMSegmentation code takes), ours at batch 1 and ours at ``--batch``
+images. Each builds its model on the same seeded weights and images, warms up, then the
+parent times them alternately, one forward each in turn, ``--repeats`` rounds (medians; on
+one thread with the thread's CPU time, steady on a shared machine; wall time otherwise).
+Peak memory: the worker's peak resident set (CPU; in brackets, how far the forwards raised it
+above building the model) or peak CUDA memory allocated.
+
+The authors' side is run exactly as scripts/make_head_fixtures.py runs it (fake mm* modules,
+stubbed imports, the seeded ViT-B/16 and DINO ViT-B/8 of its weight recipe), by importing that
+script's helpers: ``install_mm_stubs``, ``stub_module``, ``purge_modules``, ``import_from_repo``,
+``one_template``, ``write_names``, ``save_weights_openai`` (the weight recipe),
+``rebuild_proxy_weights``, ``_load_vendored_open_clip``, ``half_is_noop``, ``make_image``,
+``normalise``, ``make_text``, ``FakeSample`` and the constants ``NAME_LINES``, ``PROXY_SEED``.
+Their checkouts are read from ``--ext`` (default /tmp/ext: sclip, naclip, clearclip, resclip,
+proxyclip, dino), never from this repository. ClearCLIP and ProxyCLIP cast to fp16 even on a
+CPU; both sides run fp32 here (their ``.half()`` made a no-op, as in the fixtures' fp32
+variants). No MaskCLIP row: its authors' code (chongzhou96/MaskCLIP, a full mmseg 0.x
+codebase) is not run by the fixture script.
+
+Cases (``--cases``): ``whole224`` / ``whole448`` (their ``forward_feature`` on one image:
+image-size logits; ours ``predict_logits(refine=False)``), ``slide`` (their ``predict`` on a
+336 x 448 image with their own crop / stride: windows, resize, softmax, argmax; ours the
+project's ``sliding_window_logits``, resize and the same post-processing) and ``slide_pamr``
+(NACLIP only: the same with 10 PAMR steps).
+
+    python scripts/bench_vs_authors.py                     # full run (tens of minutes)
+    python scripts/bench_vs_authors.py --quick             # 2 heads, 224 px, 1 round: a minute
+    python scripts/bench_vs_authors.py --threads 1 2 --device cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "scripts"
+KEY = "vs_authors"
+HEADS = ["sclip", "clearclip", "naclip", "resclip", "proxyclip"]
+#: case -> (kind, H, W)
+CASES = {
+    "whole224": ("whole", 224, 224),
+    "whole448": ("whole", 448, 448),
+    "slide": ("slide", 336, 448),
+    "slide_pamr": ("slide", 336, 448),
+}
+#: the authors' own slide crop and stride (their constructors' defaults)
+SLIDE = {
+    "sclip": (224, 112),
+    "naclip": (224, 112),
+    "clearclip": (448, 224),
+    "resclip": (224, 112),
+    "proxyclip": (336, 112),
+}
+#: ResCLIP's VOC21 config (as in the fixtures)
+RESCLIP_CFG = dict(
+    temp_thd=0.5,
+    delete_same_entity=True,
+    attn_rcs_weights=[2.0, 0.3],
+    attn_sfr_weights=[2.2, 0.7],
+)
+SCALE = {"sclip": 40, "naclip": 40, "clearclip": 50, "resclip": 40, "proxyclip": 40}
+EXT_DIRS = ("sclip", "naclip", "clearclip", "resclip", "proxyclip", "dino")
+
+
+def _fixtures_module():
+    """scripts/make_head_fixtures.py, imported (it imports no project code)."""
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    import make_head_fixtures
+
+    return make_head_fixtures
+
+
+def missing_checkouts(ext: Path) -> list[str]:
+    """The authors' checkouts ``--ext`` lacks (empty when all are there)."""
+    return [d for d in EXT_DIRS if not (ext / d).is_dir()]
+
+
+def cases_for(head: str, cases: Sequence[str]) -> list[str]:
+    """The cases a head runs (PAMR is NACLIP's: ``slide_pamr`` only there)."""
+    return [c for c in cases if c != "slide_pamr" or head == "naclip"]
+
+
+def _peak_mb(device) -> float:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# ---------------------------------------------------------------------- the authors' side
+def build_theirs(head: str, case: str, ext: Path, tmp: str, device: str):
+    """The authors' segmentor as scripts/make_head_fixtures.py builds it; a callable on one
+    normalised (1, 3, H, W) image."""
+    import torch
+
+    mhf = _fixtures_module()
+    repo = str(ext / head)
+    kind, h, w = CASES[case]
+    crop, stride = SLIDE[head]
+    slide = dict(slide_crop=crop, slide_stride=stride) if kind == "slide" else dict(slide_crop=0)
+    mhf.install_mm_stubs()
+    wpath, _ = mhf.save_weights_openai(tmp)
+    names_path = os.path.join(tmp, "names.txt")
+    sep = {"clearclip": ",", "proxyclip": "; "}.get(head, ", ")
+    mhf.write_names(names_path, sep)
+    text = mhf.make_text()
+
+    # ClearCLIP / ProxyCLIP: fp32, as the fixtures' fp32 variants (a fresh context each time)
+    def fp32():
+        return mhf.half_is_noop(head in ("clearclip", "proxyclip"))
+
+    if head == "sclip":
+        m = mhf.import_from_repo(repo, "clip_segmentor")
+        mhf.one_template(m)
+        seg = m.CLIPForSegmentation(clip_path=wpath, name_path=names_path, device=device, **slide)
+    elif head == "naclip":
+        m = mhf.import_from_repo(repo, "naclip")
+        mhf.one_template(m)
+        seg = m.NACLIP(clip_path=wpath, name_path=names_path, device=device, arch="reduced",
+                       attn_strategy="naclip", gaussian_std=5.0,
+                       pamr_steps=10 if case == "slide_pamr" else 0, **slide)  # fmt: skip
+    elif head == "clearclip":
+        mhf._load_vendored_open_clip(repo, wpath)
+        for name in ("BLIP", "BLIP.models"):
+            mhf.stub_module(name)
+        mhf.stub_module("BLIP.models.blip_retrieval", blip_retrieval=None)
+        mhf.stub_module("gem", create_gem_model=None)
+        m = mhf.import_from_repo(repo, "clearclip_segmentor")
+        mhf.one_template(m)
+        with fp32():
+            seg = m.ClearCLIPSegmentation(clip_type="CLIP", vit_type="ViT-B/16",
+                                          model_type="ClearCLIP", name_path=names_path,
+                                          device=device, ignore_residual=True, **slide)  # fmt: skip
+        seg.net.float()
+    elif head == "resclip":
+        if device == "cpu":  # their hard-coded .cuda() / PAMR(...).to('cuda'), as the fixtures
+            torch.Tensor.cuda = lambda self, *a, **k: self
+            cm = mhf.import_from_repo(repo, "clip.model")
+
+            class CpuPAMR(cm.PAMR):
+                def to(self, *a, **k):
+                    return self
+
+            cm.PAMR = CpuPAMR
+        m = mhf.import_from_repo(repo, "resclip_segmentor")
+        mhf.one_template(m)
+        seg = m.ResCLIPSegmentation(clip_path=wpath, name_path=names_path, device=device,
+                                    arch="wo_resi", attn_strategy="resclip", gaussian_std=5.0,
+                                    prob_thd=0.0, **RESCLIP_CFG, **slide)  # fmt: skip
+    elif head == "proxyclip":
+        seg = _build_theirs_proxyclip(mhf, repo, str(ext / "dino"), wpath, names_path, device,
+                                      slide)  # fmt: skip
+    else:
+        raise ValueError(f"no authors' segmentor for {head}")
+    seg.query_features = text.clone().to(device)
+    seg.eval()
+    x = mhf.normalise(mhf.make_image(16 if kind == "slide" else 10, h, w)).to(device)
+
+    def forward():
+        with fp32(), torch.no_grad():
+            if kind == "whole":
+                return seg.forward_feature(x)
+            sample = mhf.FakeSample((h, w), (h, w))
+            seg.predict(x, [sample])
+            return sample.data["pred_sem_seg"].data
+
+    return forward, 1
+
+
+def _build_theirs_proxyclip(mhf, repo, dino_repo, wpath, names_path, device, slide):
+    import importlib.util
+
+    import torch
+
+    psd = mhf.rebuild_proxy_weights(mhf.PROXY_SEED)
+    spec = importlib.util.spec_from_file_location(
+        "dino_vision_transformer", os.path.join(dino_repo, "vision_transformer.py")
+    )
+    dvit = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, os.path.abspath(dino_repo))
+    spec.loader.exec_module(dvit)
+    sys.path.remove(os.path.abspath(dino_repo))
+    mhf.purge_modules("utils")
+
+    def fake_hub_load(repo_or_dir, model, *a, **k):
+        net = dvit.vit_base(patch_size=8, num_classes=0)
+        net.load_state_dict({k2: v.clone() for k2, v in psd.items()}, strict=True)
+        return net
+
+    torch.hub.load = fake_hub_load
+    mhf._load_vendored_open_clip(repo, wpath)
+    mhf.stub_module("segment_anything", sam_model_registry={})
+    for name in ("mae", "mae.models_vit"):
+        mhf.stub_module(name)
+    mhf.stub_module("mae.pos_embed", interpolate_pos_embed=None)
+    sys.modules["mae"].models_vit = sys.modules["mae.models_vit"]
+    mhf.stub_module("einops", rearrange=None)
+    if importlib.util.find_spec("openpyxl") is None:
+        mhf.stub_module("openpyxl")
+    m = mhf.import_from_repo(repo, "proxyclip_segmentor")
+    mhf.one_template(m)
+    with mhf.half_is_noop(True):
+        seg = m.ProxyCLIPSegmentation(clip_type="openai", model_type="ViT-B/16", vfm_model="dino",
+                                      name_path=names_path, device=device, **slide)  # fmt: skip
+    seg.clip.float()
+    seg.vfm.float()
+    return seg
+
+
+# ---------------------------------------------------------------------- our side
+def build_ours(head: str, case: str, ext: Path, tmp: str, device: str, batch: int):
+    """Our teacher with the same seeded weights, text and images; a callable on ``batch``
+    images (the authors' post-processing for the slide cases: resize, softmax, argmax)."""
+    import torch
+
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from src.prediction.windows import sliding_window_logits
+    from src.teacher.model import DenseClipTeacher
+
+    mhf = _fixtures_module()
+    wpath, _ = mhf.save_weights_openai(tmp)
+    names = [n for line in mhf.NAME_LINES for n in line]
+    proxy_path = None
+    if head == "proxyclip":
+        proxy_path = os.path.join(tmp, "dino_vitb8_seeded.pth")
+        torch.save(mhf.rebuild_proxy_weights(mhf.PROXY_SEED), proxy_path)
+    options = {}
+    if head == "resclip":
+        options = dict(temp_thd=RESCLIP_CFG["temp_thd"],
+                       rcs_weights=RESCLIP_CFG["attn_rcs_weights"],
+                       sfr_weights=RESCLIP_CFG["attn_sfr_weights"])  # fmt: skip
+    teacher = DenseClipTeacher(clip_model="ViT-B-16", pretrained=None, quick_gelu=True,
+                               class_names=names, templates=["a photo of a {}."], head=head,
+                               head_options=options, proxy="dino_vitb8", proxy_weights=proxy_path,
+                               refine="pamr" if case == "slide_pamr" else None)  # fmt: skip
+    teacher.clip.load_state_dict(torch.load(wpath, weights_only=True))
+    text = mhf.make_text()
+    teacher.text_embeddings = teacher.name_embeddings = text
+    teacher = teacher.to(device).eval()
+    kind, h, w = CASES[case]
+    one = mhf.normalise(mhf.make_image(16 if kind == "slide" else 10, h, w))
+    x = one.repeat(batch, 1, 1, 1).to(device)
+    crop, stride = SLIDE[head]
+    scale = SCALE[head]
+
+    def forward():
+        with torch.inference_mode():
+            if kind == "whole":
+                return teacher.predict_logits(x, refine=False)
+            preds = []
+            for i in range(batch):
+                image = x[i : i + 1]
+                scorer = lambda c: teacher.predict_logits(c, refine=False)  # noqa: E731
+                logits = sliding_window_logits(scorer, image, window=crop, stride=stride,
+                                               batch_size=16)  # fmt: skip
+                logits = teacher.refine_logits(image, logits)
+                preds.append(torch.softmax(logits * scale, dim=1).argmax(1))
+            return torch.cat(preds)
+
+    return forward, batch
+
+
+# ---------------------------------------------------------------------- workers and the runner
+def worker(side: str, head: str, case: str, batch: int, args) -> None:
+    """Build, warm up, print READY; then one timed forward per ``go`` line on stdin."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        if side == "theirs":
+            forward, n = build_theirs(head, case, Path(args.ext), tmp, args.device)
+        else:
+            forward, n = build_ours(head, case, Path(args.ext), tmp, args.device, batch)
+        built = _peak_mb(device)
+        cuda = device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(args.warmup):
+            forward()
+        clock = time.thread_time if args.threads == 1 and not cuda else time.perf_counter
+        print("READY", flush=True)
+        for line in sys.stdin:
+            if line.strip() != "go":
+                break
+            start = clock()
+            forward()
+            if cuda:
+                torch.cuda.synchronize(device)
+            print(f"TIME {clock() - start!r}", flush=True)
+        peak = _peak_mb(device)
+        print("PEAK " + json.dumps({"peak_mb": peak, "extra_mb": peak - built if not cuda else peak,
+                                    "images": n}), flush=True)  # fmt: skip
+
+
+class _Worker:
+    def __init__(self, side: str, head: str, case: str, batch: int, args) -> None:
+        cmd = [sys.executable, __file__, "--worker", side, head, case, str(batch),
+               "--threads", str(args.threads), "--device", args.device, "--ext", str(args.ext),
+               "--warmup", str(args.warmup)]  # fmt: skip
+        env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
+        self.label = f"{head} {case} {side} x{batch}"
+        self.log = tempfile.TemporaryFile(mode="w+")  # a file: a full pipe would block it
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True, env=env)  # fmt: skip
+        self.times: list[float] = []
+
+    def _expect(self, prefix: str) -> str:
+        for line in self.proc.stdout:
+            if line.startswith(prefix):
+                return line[len(prefix) :].strip()
+        self.proc.wait(timeout=60)
+        self.log.seek(0)
+        err = self.log.read()[-3000:]
+        raise RuntimeError(f"{self.label}: worker ended without {prefix.strip()}\n{err}")
+
+    def ready(self) -> None:
+        self._expect("READY")
+
+    def once(self) -> None:
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        self.times.append(float(self._expect("TIME ")))
+
+    def finish(self) -> dict:
+        self.proc.stdin.write("end\n")
+        self.proc.stdin.flush()
+        peak = json.loads(self._expect("PEAK "))
+        self.proc.wait(timeout=60)
+        return peak
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=60)
+        self.log.close()
+
+
+def run_point(head: str, case: str, args) -> dict[str, Any]:
+    """Theirs, ours at batch 1 and ours at ``args.batch``, timed alternately."""
+    sides = [("theirs", 1), ("ours", 1)] + ([("ours", args.batch)] if args.batch > 1 else [])
+    workers = [_Worker(side, head, case, b, args) for side, b in sides]
+    try:
+        for wk in workers:
+            wk.ready()  # one at a time would be fairer for the build, but they only wait here
+        for _ in range(args.repeats):
+            for wk in workers:
+                wk.once()
+        peaks = [wk.finish() for wk in workers]
+    finally:
+        for wk in workers:
+            wk.kill()
+    row: dict[str, Any] = {"head": head, "case": case, "size": list(CASES[case][1:]),
+                           "threads": args.threads, "device": args.device}  # fmt: skip
+    for (side, b), wk, peak in zip(sides, workers, peaks, strict=True):
+        key = "theirs" if side == "theirs" else f"ours_b{b}"
+        row[key] = {"batch": b, "images_per_s": b / statistics.median(wk.times),
+                    "seconds": statistics.median(wk.times), "peak_mb": peak["peak_mb"],
+                    "forward_extra_mb": peak["extra_mb"]}  # fmt: skip
+    theirs = row["theirs"]["images_per_s"]
+    row["ratio_b1"] = row["ours_b1"]["images_per_s"] / theirs
+    if args.batch > 1:
+        row[f"ratio_b{args.batch}"] = row[f"ours_b{args.batch}"]["images_per_s"] / theirs
+        row["best_batch"] = args.batch
+    return row
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="sclip and naclip, whole224 and slide_pamr, 1 round (development)")  # fmt: skip
+    parser.add_argument("--heads", nargs="+", default=HEADS, choices=HEADS)
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:n]")
+    parser.add_argument("--batch", type=int, default=4, help="ours at this many images too")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--ext", type=Path, default=Path("/tmp/ext"),
+                        help="the authors' checkouts (sclip naclip clearclip resclip proxyclip dino)")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.json")
+    parser.add_argument("--md", type=Path, default=None, help="default: BENCHMARKS.md beside --out")
+    parser.add_argument("--worker", nargs=4, metavar=("SIDE", "HEAD", "CASE", "BATCH"),
+                        help=argparse.SUPPRESS)  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.worker:
+        side, head, case, batch = args.worker
+        args.threads = args.threads[0]
+        worker(side, head, case, int(batch), args)
+        return None
+    missing = missing_checkouts(args.ext)
+    if missing:
+        print(f"bench-authors: the authors' checkouts {missing} are not under {args.ext} "
+              "(see scripts/make_head_fixtures.py); nothing measured")  # fmt: skip
+        return None
+    if args.quick:
+        args.heads = [h for h in args.heads if h in ("sclip", "naclip")] or args.heads[:1]
+        args.cases, args.threads = ["whole224", "slide_pamr"], args.threads[:1]
+        args.batch, args.repeats = min(args.batch, 2), 1
+    rows = []
+    for threads in args.threads:
+        for head in args.heads:
+            for case in cases_for(head, args.cases):
+                point = argparse.Namespace(**{**vars(args), "threads": threads})
+                try:
+                    row = run_point(head, case, point)
+                except RuntimeError as err:  # one point failing keeps the others
+                    print(f"{threads} thr {head} {case}: failed\n{err}", file=sys.stderr)
+                    rows.append({"head": head, "case": case, "threads": threads,
+                                 "error": str(err).splitlines()[0]})  # fmt: skip
+                    continue
+                rows.append(row)
+                extra = f", x{args.batch}: {row.get(f'ratio_b{args.batch}', 0):.2f}"
+                print(f"{threads} thr {head:9s} {case:10s} theirs "
+                      f"{row['theirs']['images_per_s']:7.2f} img/s  ours/theirs b1 "
+                      f"{row['ratio_b1']:.2f}{extra if args.batch > 1 else ''}", flush=True)  # fmt: skip
+    import torch
+
+    section = {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "torch": torch.__version__,
+            "device": args.device,
+            "cuda": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
+        },  # fmt: skip
+        "command": "python scripts/bench_vs_authors.py " + " ".join(argv or sys.argv[1:]),
+        "quick": args.quick,
+        "repeats": args.repeats,
+        "rows": rows,
+    }
+    sys.path.insert(0, str(SCRIPTS))
+    from bench import merge_results, write_outputs
+
+    data = merge_results(args.out, {KEY: section})
+    data[KEY] = section  # replace, never merge two runs' rows
+    write_outputs(data, args.out, args.md or args.out.with_name("BENCHMARKS.md"))
+    print(f"wrote the '{KEY}' section of {args.out}")
+    return section
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""scripts/bench_vs_authors.py: one line without the authors' checkouts, its table, and (slow,
+only where /tmp/ext holds the authors' code, never in CI: their code is not committed) one
+real side-by-side point."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXT = Path("/tmp/ext")
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location(
+        "bench_vs_authors", ROOT / "scripts" / "bench_vs_authors.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_without_the_checkouts_it_says_so_in_one_line(bench, tmp_path, capsys) -> None:
+    out = tmp_path / "benchmarks.json"
+    assert bench.main(["--ext", str(tmp_path / "nothing"), "--out", str(out)]) is None
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and "not under" in lines[0] and "sclip" in lines[0]
+    assert not out.exists()
+    assert bench.cases_for("sclip", list(bench.CASES)) == ["whole224", "whole448", "slide"]
+    assert "slide_pamr" in bench.cases_for("naclip", list(bench.CASES))
+
+
+def test_the_section_renders_as_a_table_of_ratios(tmp_path) -> None:
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    side = {"batch": 1, "images_per_s": 2.0, "seconds": 0.5, "peak_mb": 1500.0,
+            "forward_extra_mb": 10.0}  # fmt: skip
+    row = {"head": "naclip", "case": "slide_pamr", "size": [336, 448], "threads": 1,
+           "device": "cpu", "theirs": side, "ours_b1": {**side, "images_per_s": 3.0},
+           "ours_b4": {**side, "batch": 4, "images_per_s": 5.0}, "ratio_b1": 1.5,
+           "ratio_b4": 2.5, "best_batch": 4}  # fmt: skip
+    section = {"date": "today", "machine": {"cpu": "x86_64", "cores": 2, "torch": "2",
+               "device": "cpu"}, "command": "cmd", "quick": False, "repeats": 3, "rows": [row]}  # fmt: skip
+    md = tmp_path / "B.md"
+    module.write_outputs({"vs_authors": section}, tmp_path / "b.json", md)
+    text = md.read_text()
+    assert "## Our heads beside the authors' code" in text
+    assert "| naclip | slide_pamr | 1 | 2 | 3 | 1.50 | 5 (x4) | 2.50 | 1500 / 1500 |" in text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (EXT / "sclip").is_dir(), reason="the authors' checkouts are not under "
+                    "/tmp/ext (never committed; see scripts/make_head_fixtures.py)")  # fmt: skip
+def test_one_point_beside_the_authors_sclip(bench, tmp_path) -> None:
+    out = tmp_path / "benchmarks.json"
+    section = bench.main(["--heads", "sclip", "--cases", "whole224", "--threads", "1",
+                          "--batch", "2", "--repeats", "1", "--warmup", "0",
+                          "--out", str(out)])  # fmt: skip
+    (row,) = section["rows"]
+    assert (row["head"], row["case"], row["size"]) == ("sclip", "whole224", [224, 224])
+    for key in ("theirs", "ours_b1", "ours_b2"):
+        assert row[key]["images_per_s"] > 0 and row[key]["peak_mb"] > 0
+    assert row["ratio_b1"] == row["ours_b1"]["images_per_s"] / row["theirs"]["images_per_s"]
+    assert json.loads(out.read_text())["vs_authors"]["rows"][0]["case"] == "whole224"
