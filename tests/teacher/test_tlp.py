@@ -69,3 +69,19 @@ def test_bad_pearl_and_tlp_input_is_one_line(kwargs: dict, expected: str) -> Non
         DenseClipTeacher(**args)
     assert expected in str(err.value)
     assert "Traceback" not in str(err.value)
+
+
+def test_a_student_checkpoint_keeps_pearl_tlp_and_its_grid(tmp_path) -> None:
+    """Training with ``teacher.head=pearl teacher.refine=tlp`` and a TLP grid: the checkpoint
+    rebuilds the same teacher (head, refinement and its options)."""
+    from src.student.checkpoint import load_student
+    from src.train import train
+    from tests.test_train import compose_train
+
+    out = tmp_path / "run"
+    cfg = compose_train(out, "teacher=tiny_shapes_vit_plain", "teacher.head=pearl",
+                        "teacher.refine=tlp", "teacher.refine_options={grid:40}",
+                        "trainer.max_steps=1", "trainer.val_check_interval=1")  # fmt: skip
+    assert train(cfg)["train/global_step"] == 1
+    teacher = load_student(out / "checkpoints" / "last.ckpt").teacher
+    assert (teacher.head, teacher.refine, teacher.refine_options) == ("pearl", "tlp", {"grid": 40})
