@@ -372,8 +372,12 @@ def load_runs(metrics_path: Path) -> list[Run]:
         setting=_text(_select(config, "data.setting"), choices.get("split")),
     )
     base["corruption"], base["severity"] = _corruption(metrics, config, choices)
-    base["protocol"] = _text(choices.get("protocol"), _select(config, "protocol.name"), NONE)
+    # a preset of a protocol (protocol=pearl) counts as the protocol it names (protocol.name)
+    base["protocol"] = _text(_select(config, "protocol.name"), choices.get("protocol"), NONE)
     base["head"] = _text(_select(config, "teacher.head"), _default_head())
+    refine = _select(config, "teacher.refine")
+    if refine not in (None, "", "null", "none", False):  # "naclip + pamr": its own row
+        base["head"] += f" + {refine}"
     base["ablation"] = _text(choices.get("ablation"), overrides.get("ablation"), NONE)
     if _select(config, "callbacks.drift_guard.enabled") is True:
         base["ablation"] += _guard_label(_select(config, "callbacks.drift_guard"))

@@ -21,6 +21,7 @@ How to rerun (one author repository per call; each writes <out>/<head>*.pt):
     $PY make_head_fixtures.py --repo ext/proxyclip --head proxyclip --out fixtures \
         --dino-repo ext/dino                                                           # mc-lan/ProxyCLIP e7b767f + facebookresearch/dino 7c446df
     $PY make_head_fixtures.py --repo ext/naclip    --head pamr      --out fixtures  # PAMR as NACLIP ships it
+    $PY make_head_fixtures.py --repo ext/pearl     --head pearl     --out fixtures  # PGSmall/PEARL       c26062b
     #   (add --check-repo ext/sclip to the pamr call to assert SCLIP's copy gives the same output)
     $PY make_head_fixtures.py --verify-weights 0   # rebuild the weights in this process, print SHA-256
 
@@ -577,6 +578,95 @@ def head_naclip(repo, tmpdir):
     )
 
 
+def head_pearl(repo, tmpdir):
+    """PEARL (``pearl_ovss.PEARL``: ``reduced`` block + Procrustes attention, TLP on/off)."""
+    install_mm_stubs()
+    wpath, sha = save_weights_openai(tmpdir)
+    names_path = os.path.join(tmpdir, "names.txt")
+    names, idx = write_names(names_path, ", ")
+    purge_modules("clip", "pearl", "prompts")
+    m = import_from_repo(repo, "pearl_ovss")
+    one_template(m)
+    prop = import_from_repo(repo, "pearl.prop")
+    text = make_text()
+    cases = {}
+
+    def build(**kw):
+        seg = m.PEARL(
+            clip_path=wpath,
+            name_path=names_path,
+            device="cpu",
+            arch="reduced",
+            attn_strategy="pearl",
+            **kw,
+        )
+        seg.query_features = text.clone()
+        if seg.prop is not None:  # their __init__ binds TLP to the query features: ours
+            seg.prop.bind_text(seg.query_features)
+        return seg
+
+    seg = build(use_prop="on")
+    for H, W in [(224, 224), (224, 336), (112, 448)]:
+        cases[f"ff_{H}x{W}"] = run_forward_feature(seg, H, W, len(names))
+    cases["predict_slide_tlp"] = dict(
+        run_predict(seg, 224, 336, (250, 375)),
+        settings=dict(logit_scale=40, prob_thd=0.0, slide_crop=224, slide_stride=112,
+                      use_prop="on", grid=80, alpha_kk=0.08),
+    )  # fmt: skip
+    seg = build(use_prop="on", prob_thd=0.1, slide_crop=0)
+    cases["predict_whole_tlp_voc21"] = dict(
+        run_predict(seg, 224, 336, (250, 375)),
+        settings=dict(logit_scale=40, prob_thd=0.1, slide_crop=0, use_prop="on", grid=80,
+                      alpha_kk=0.08),
+    )  # fmt: skip
+    seg = build(use_prop="off")
+    cases["predict_slide_notlp"] = dict(
+        run_predict(seg, 224, 336, (250, 375)),
+        settings=dict(logit_scale=40, prob_thd=0.0, slide_crop=224, slide_stride=112,
+                      use_prop="off", alpha_kk=0.08),
+    )  # fmt: skip
+    seg = build(use_prop="on", alpha_kk=0.3, grid=224)  # cfg_city_scapes.py's settings
+    cases["ff_224x336_alpha03"] = run_forward_feature(seg, 224, 336, len(names))
+    cases["predict_slide_tlp_city"] = dict(
+        run_predict(seg, 224, 336, (250, 375)),
+        settings=dict(logit_scale=40, prob_thd=0.0, slide_crop=224, slide_stride=112,
+                      use_prop="on", grid=224, alpha_kk=0.3),
+    )  # fmt: skip
+    # TLP alone on seeded integer inputs (image, 5 name scores at 48 x 72; grid 16 pools by
+    # round(3.0) x round(4.5) = 3 x 4, grid 80 not at all)
+    g = torch.Generator().manual_seed(21)
+    img = torch.randint(-512, 513, (1, 3, 48, 72), generator=g).float() * 2.0**-8
+    logits = torch.randint(-400, 401, (1, 5, 48, 72), generator=g).float() * 2.0**-12
+    for grid in (80, 16):
+        tlp = prop.TLP(grid=grid)
+        tlp.bind_text(text)
+        with torch.no_grad():
+            out = tlp(img, logits)
+        cases[f"tlp_grid{grid}"] = dict(
+            kind="tlp", gen_seed=21, grid=grid, image=img[0], logits=logits[0], out=out[0]
+        )
+    settings = dict(
+        arch="reduced",
+        attn_strategy="pearl",
+        use_kk=True,
+        alpha_kk=0.08,
+        align_solver="polar",
+        polar_iters=5,
+        tlp="TLP(grid) bound to the fixture text (seg.prop.bind_text), cg 25 steps",
+        name_split=", ",
+        precision="fp32 (clip.load on CPU)",
+        tlp_inputs="tlp_grid*: Generator().manual_seed(21): image randint(-512, 513, "
+        "(1,3,48,72)) * 2**-8, then logits randint(-400, 401, (1,5,48,72)) * 2**-12; stored",
+    )
+    return dict(
+        variants={"pearl": dict(cases=cases, settings=settings)},
+        sha=sha,
+        names=names,
+        idx=idx,
+        text=text,
+    )
+
+
 def _load_vendored_open_clip(repo, wpath):
     """Their vendored open_clip, with the 'openai' download pointed at our seeded file."""
     purge_modules("open_clip")
@@ -897,6 +987,7 @@ REPO_NAMES = dict(
     resclip="yvhangyang/ResCLIP",
     proxyclip="mc-lan/ProxyCLIP",
     pamr="sinahmr/NACLIP (pamr.py)",
+    pearl="PGSmall/PEARL",
 )
 
 
@@ -906,7 +997,8 @@ def main():
     )
     ap.add_argument("--repo")
     ap.add_argument(
-        "--head", choices=["sclip", "clearclip", "naclip", "resclip", "proxyclip", "pamr"]
+        "--head",
+        choices=["sclip", "clearclip", "naclip", "resclip", "proxyclip", "pamr", "pearl"],
     )
     ap.add_argument("--out", default="fixtures")
     ap.add_argument("--dino-repo", help="checkout of facebookresearch/dino (ProxyCLIP proxy)")
@@ -939,6 +1031,8 @@ def main():
             r = head_sclip(args.repo, tmpdir)
         elif args.head == "naclip":
             r = head_naclip(args.repo, tmpdir)
+        elif args.head == "pearl":
+            r = head_pearl(args.repo, tmpdir)
         elif args.head == "clearclip":
             r = head_clearclip(args.repo, tmpdir)
         elif args.head == "resclip":

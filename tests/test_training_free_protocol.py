@@ -169,3 +169,42 @@ def test_shapes_background_threshold_is_scored_as_the_teacher_decides(tmp_path: 
     plain = evaluate(compose_eval(tmp_path, *overrides[:-2], "teacher.background_threshold=null",
                                   "report.figure=false"))  # fmt: skip
     assert plain["val/iou/background"] == 0.0  # without a threshold it never is
+
+
+@pytest.mark.parametrize("data", BENCHMARKS)
+def test_pearl_preset_is_the_protocol_plus_pearls_settings(tmp_path: Path, data: str) -> None:
+    """``protocol=pearl``: the protocol's values on every benchmark (PEARL's configs hold the
+    same), PEARL's head and TLP, ``alpha_kk`` 0.3 on ADE20K / Cityscapes, TLP grid 224 on
+    Cityscapes (PGSmall/PEARL @ c26062b configs)."""
+    classes, short, sliding, threshold, names = EXPECTED[data]
+    cfg = compose_protocol(tmp_path, "protocol=pearl", f"data={data}", "teacher=vit_b16")
+    assert cfg.protocol.name == "training_free" and cfg.protocol.dataset == data
+    assert list(cfg.data.eval_scale) == [2048, short] and cfg.data.names_file == names
+    assert cfg.protocol.sliding_window is sliding and cfg.data.setting == "supervised"
+    assert cfg.teacher.background_threshold == threshold and cfg.teacher.logit_scale == 40
+    assert (cfg.teacher.head, cfg.teacher.refine) == ("pearl", "tlp")
+    alpha = 0.3 if data in ("ade20k", "cityscapes") else 0.08
+    assert cfg.teacher.head_options.alpha_kk == alpha
+    assert cfg.teacher.refine_options.grid == (224 if data == "cityscapes" else 80)
+
+
+@pytest.mark.slow
+def test_the_pearl_command_evaluates_all_8_and_prints_pearls_row(tmp_path: Path) -> None:
+    make_benchmarks(tmp_path)
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "src.eval", "-m", "protocol=pearl",
+               f"data={','.join(BENCHMARKS)}", "teacher=tiny_vit_test",
+               f"paths.data_dir={tmp_path}", f"paths.log_dir={tmp_path}/logs",
+               f"paths.cache_dir={tmp_path}/cache", "data.num_workers=0"]  # fmt: skip
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = next((tmp_path / "logs" / "eval" / "multiruns").iterdir())
+    assert len(list(sweep.glob("*/metrics.json"))) == 8
+    table = subprocess.run([sys.executable, "scripts/collect_results.py", str(sweep)], cwd=ROOT,
+                           env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    rows = [line for line in table.stdout.splitlines() if line.startswith("| measured")]
+    assert len(rows) == 1 and "(pearl + tlp)" in rows[0] and "tiny_vit_test" in rows[0]
+    assert rows[0].rstrip(" |").split("|")[-1].strip() != "-"  # all 8 there: a mean
+    pearl = next(line for line in table.stdout.splitlines() if "PEARL with TLP" in line)
+    assert pearl.rstrip(" |").endswith("| 43.2")

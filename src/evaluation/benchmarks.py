@@ -34,6 +34,9 @@ class PublishedRow:
 
 
 _RESCLIP = "ResCLIP README figures"  # yvhangyang/ResCLIP figs/main_results_w(o).png
+#: PEARL's README table (PGSmall/PEARL @ c26062b, ``assets/results.png``; the paper's Table 1,
+#: arXiv 2603.21528): PEARL with TLP, mean 43.2
+_PEARL = "PEARL README @ c26062b (assets/results.png)"
 
 #: Published results of the training-free heads (CLIP ViT-B/16, the protocol's settings).
 PUBLISHED: tuple[PublishedRow, ...] = (
@@ -67,5 +70,8 @@ PUBLISHED: tuple[PublishedRow, ...] = (
         "ResCLIP on NACLIP, paper",
         _RESCLIP,
         (61.1, 33.5, 35.0, 86.0, 36.8, 24.7, 35.9, 18.0),
+    ),
+    PublishedRow(
+        "pearl", "PEARL with TLP, paper", _PEARL, (64.1, 35.1, 37.3, 86.9, 38.6, 26.3, 37.6, 19.4)
     ),
 )

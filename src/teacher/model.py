@@ -42,6 +42,7 @@ from src.teacher.text import (
     long_phrases,
     resolve_templates,
 )
+from src.teacher.tlp import TLP_GRID, tlp
 from src.teacher.vocabulary import build_vocabulary, check_background_options, class_scores
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,10 @@ class DenseClipTeacher(pl.LightningModule):
         proxy: a proxy ViT (``dino_vitb8``, ``dino_vitb16``, ``dinov2_vitb14``) for the heads
             that build one (their spec's ``extras``).
         proxy_weights: a local file with the proxy's weights (``None``: timm's cache).
-        refine: ``pamr`` refines the scores with the image (PAMR), or ``None``.
+        refine: ``pamr`` refines the scores with the image (PAMR), ``tlp`` with the image and
+            the names' text (PEARL's text-aware Laplacian propagation), or ``None``.
+        refine_options: the refinement's settings beyond its authors' defaults (``tlp``:
+            ``grid``, 80; PEARL's Cityscapes config 224); ``None``: the defaults.
         background: words of a background class (``"sky, wall, tree"`` or a list), scored like
             a class; ``None``: no background words (the default).
         background_threshold: pixels whose best class probability ``softmax(logit_scale *
@@ -103,6 +107,7 @@ class DenseClipTeacher(pl.LightningModule):
         proxy: str | None = "dino_vitb8",
         proxy_weights: str | None = None,
         refine: str | None = None,
+        refine_options: Mapping[str, Any] | None = None,
         background: str | Sequence[str] | None = None,
         background_threshold: float | None = None,
         logit_scale: float | None = None,
@@ -122,6 +127,7 @@ class DenseClipTeacher(pl.LightningModule):
         head = default_head() if head is None else str(head)
         resolve_head_options(head, head_options)
         self.refine = _refine_choice(refine)
+        self.refine_options = _refine_options(self.refine, refine_options)
         spec = head_spec(head)
         if spec.precheck is not None:
             spec.precheck(HeadSetup(None, clip_model, proxy=proxy, proxy_weights=proxy_weights))
@@ -261,7 +267,10 @@ class DenseClipTeacher(pl.LightningModule):
             if isinstance(value, Sequence) and not isinstance(value, str)
             else value
             for key, value in self.hparams.items()
-        } | {"head_options": plain_config(self.hparams.get("head_options") or {})}
+        } | {
+            "head_options": plain_config(self.hparams.get("head_options") or {}),
+            "refine_options": plain_config(self.hparams.get("refine_options") or {}),
+        }
 
     @property
     def num_classes(self) -> int:
@@ -390,6 +399,9 @@ class DenseClipTeacher(pl.LightningModule):
         size = tuple(scores.shape[-2:])
         if tuple(images.shape[-2:]) != size:
             images = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False)
+        if self.refine == "tlp":
+            text = self.name_embeddings.to(scores.device)
+            return tlp(images, scores, text, **getattr(self, "refine_options", {}))
         return pamr(images, scores)
 
     @torch.no_grad()
@@ -410,7 +422,9 @@ class DenseClipTeacher(pl.LightningModule):
         return (images - mean) / std
 
 
-REFINEMENTS = ("pamr",)
+REFINEMENTS = ("pamr", "tlp")
+#: each refinement's options and their defaults (``teacher.refine_options``)
+REFINE_OPTIONS: dict[str, dict[str, Any]] = {"pamr": {}, "tlp": {"grid": TLP_GRID}}
 
 
 def _refine_choice(refine: str | None) -> str | None:
@@ -422,3 +436,25 @@ def _refine_choice(refine: str | None) -> str | None:
             f"unknown teacher.refine '{refine}'", f"use one of: {', '.join(REFINEMENTS)} or null"
         )
     return str(refine)
+
+
+def _refine_options(refine: str | None, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``teacher.refine_options`` checked against ``refine``'s (``tlp``: ``grid``, a positive
+    integer); an unknown option or a bad value is one line."""
+    given = plain_config(options or {})
+    known = REFINE_OPTIONS.get(refine or "", {})
+    if not isinstance(given, Mapping) or set(given) - set(known):
+        listed = ", ".join(f"{k} (default {v})" for k, v in known.items()) or "none"
+        raise UserError(
+            f"teacher.refine_options={given!r} are not options of teacher.refine={refine}",
+            f"its options are: {listed}",
+        )
+    out = dict(known)
+    for key, value in given.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(
+                f"teacher.refine_options.{key}={value!r} is not valid for teacher.refine={refine}",
+                f"give a positive integer (default {known[key]})",
+            )
+        out[key] = int(value)
+    return out

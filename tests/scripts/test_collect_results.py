@@ -295,3 +295,28 @@ def test_runs_whose_configs_differ_beyond_the_seed_are_rows_of_their_own(tmp_pat
     assert "42.2" not in markdown
     runs = (tmp_path / "out" / "runs.csv").read_text()
     assert "DenseCLIP+ [teacher.head=naclip],shapes" in runs
+
+
+def test_a_protocol_preset_counts_as_its_protocol_and_names_the_refinement(tmp_path) -> None:
+    """``protocol=pearl`` runs (``protocol.name: training_free``) land in the training-free
+    table as ``pearl + tlp``, beside PEARL's published row (mean 43.2)."""
+    sweep = tmp_path / "sweep"
+    names = [d for d, _ in cr.TRAINING_FREE_BENCHMARKS]
+    for i, data in enumerate(names):
+        folder = sweep / f"p{i}"
+        _protocol_run(folder, data, 0.30, head="pearl")
+        hydra = yaml.safe_load((folder / ".hydra" / "hydra.yaml").read_text())
+        hydra["hydra"]["runtime"]["choices"]["protocol"] = "pearl"
+        (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+        config = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
+        config["protocol"] = {"name": "training_free", "preset": "pearl", "dataset": data}
+        config["teacher"]["refine"] = "tlp"
+        (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    markdown, _ = cr.collect([sweep])
+    table = markdown.split("### Training-free benchmark")[1]
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    assert lines[1].startswith("| measured | DenseCLIP (pearl + tlp) | vit_b16 | this run | 30.0 |")
+    assert lines[1].endswith("| 30.0 | 30.0 |")
+    pearl = next(line for line in lines if "PEARL with TLP" in line)
+    assert "PEARL README @ c26062b" in pearl
+    assert pearl.endswith("| 64.1 | 35.1 | 37.3 | 86.9 | 38.6 | 26.3 | 37.6 | 19.4 | 43.2 |")

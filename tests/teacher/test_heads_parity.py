@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from src.prediction.windows import sliding_window_logits
+from src.teacher import tlp as tlp_module
 from src.teacher.model import DenseClipTeacher
 from src.teacher.pamr import pamr
+from src.teacher.tlp import tlp
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "heads"
 TOL = 1e-4
@@ -181,13 +183,17 @@ def authors_probabilities(logits: torch.Tensor, fx: dict, settings: dict, renorm
     return p, pred
 
 
-def compare_predict(teacher: DenseClipTeacher, fx: dict, case: dict, pamr_on: bool) -> None:
+def compare_predict(
+    teacher: DenseClipTeacher, fx: dict, case: dict, pamr_on: bool, refine: str | None = None
+) -> None:
     """The authors' whole / slide prediction through the project's sliding windows,
-    upsampling and PAMR (the post-processing above is the only part written here)."""
+    upsampling and refinement (PAMR, or ``refine``: ``tlp`` with the case's grid; the
+    post-processing above is the only part written here)."""
     settings = case["settings"]
     x = fixture_image(case)
     ori = tuple(case["ori_shape"])
-    teacher.refine = "pamr" if pamr_on else None
+    teacher.refine = refine or ("pamr" if pamr_on else None)
+    teacher.refine_options = {"grid": settings["grid"]} if teacher.refine == "tlp" else {}
     try:
         with torch.no_grad():
             crop = settings.get("slide_crop", 224)
@@ -200,8 +206,8 @@ def compare_predict(teacher: DenseClipTeacher, fx: dict, case: dict, pamr_on: bo
             lg = F.interpolate(lg, size=ori, mode="bilinear", align_corners=False)
             lg = teacher.refine_logits(x, lg)
     finally:
-        teacher.refine = None
-    renorm = fx["head"] in ("naclip", "resclip")
+        teacher.refine, teacher.refine_options = None, {}
+    renorm = fx["head"] in ("naclip", "resclip", "pearl")
     p, pred = authors_probabilities(lg[0], fx, settings, renorm)
     step, off = case["sub_step"], case["sub_offset"]
     sub = p[:, off::step, off::step]
@@ -213,7 +219,7 @@ def compare_predict(teacher: DenseClipTeacher, fx: dict, case: dict, pamr_on: bo
 def test_the_rebuilt_weights_are_the_fixtures(teacher: DenseClipTeacher) -> None:
     state = teacher.clip.state_dict()
     assert sha256_state(state) == load("naclip")["weights"]["sha256"]
-    fixtures = [load(n) for n in ("sclip", "naclip", "clearclip_fp32", "resclip")]
+    fixtures = [load(n) for n in ("sclip", "naclip", "clearclip_fp32", "resclip", "pearl")]
     assert {fx["weights"]["sha256"] for fx in fixtures} == {sha256_state(state)}
     assert all(fx["commit"] and fx["repo"] for fx in fixtures)
 
@@ -240,7 +246,7 @@ def test_the_seeded_model_is_not_degenerate(teacher: DenseClipTeacher) -> None:
     stored grid is finite and its per-patch argmax is not one query, and the last block's
     attention is neither uniform nor one-hot (q-k is flat-ish with random weights, the q-q /
     k-k attention the heads use peaks at about 7x uniform)."""
-    for name in ("sclip", "naclip", "clearclip_fp32", "resclip", "proxyclip_fp32"):
+    for name in ("sclip", "naclip", "clearclip_fp32", "resclip", "proxyclip_fp32", "pearl"):
         for case_name, case in load(name)["cases"].items():
             if case["kind"] != "forward_feature":
                 continue
@@ -300,6 +306,7 @@ FAST = [
     ("naclip", "ff_112x448", {}),
     ("clearclip_fp32", "ff_224x336", {}),
     ("resclip", "ff_224x224_voc21", None),
+    ("pearl", "ff_112x448", {}),
 ]
 
 
@@ -313,6 +320,9 @@ def _head_options(fx: dict, case: dict, name: str) -> dict:
         }
     if name.endswith("vanilla_config"):
         return {"attention": "qk"}
+    if fx["head"] == "pearl":  # the fixture's alpha_kk (0.3: PEARL's ADE20K / Cityscapes configs)
+        alpha = case.get("settings", {}).get("alpha_kk", 0.3 if "alpha03" in name else 0.08)
+        return {"alpha_kk": alpha}
     return {}
 
 
@@ -364,6 +374,57 @@ def test_naclip_with_pamr_predicts_as_the_authors(teacher) -> None:
         teacher.set_head("maskclip")
 
 
+PEARL_FAST_PREDICT = ("pearl", "predict_whole_tlp_voc21")
+
+
+def test_tlp_equals_the_authors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TLP alone (their ``TLP(grid)`` bound to the fixture text) on seeded scores: pooled 3 x 4
+    (grid 16: ``round(4.5)`` is 4) and unpooled (grid 80); a batch of two equals each alone.
+    Negative control: 24 conjugate-gradient steps for 25, or an edge gain of 4.9 for 5, miss."""
+    fx = load("pearl")
+    text = fx["text"]["embeddings"]
+    for name in ("tlp_grid80", "tlp_grid16"):
+        case = fx["cases"][name]
+        out = tlp(case["image"][None], case["logits"][None], text, grid=case["grid"])[0]
+        assert out.shape == case["out"].shape
+        assert (out - case["out"]).abs().max().item() <= TOL
+        assert (case["out"] - case["logits"]).abs().max().item() > 0.05  # it does move them
+    case = fx["cases"]["tlp_grid16"]
+    image, logits = case["image"][None], case["logits"][None]
+    other = image.roll(5, dims=-1)
+    both = tlp(torch.cat([image, other]), logits.expand(2, -1, -1, -1), text, grid=16)
+    assert (both[0] - case["out"]).abs().max().item() <= TOL
+    assert torch.allclose(both[1], tlp(other, logits, text, grid=16)[0], atol=1e-6)
+    case = fx["cases"]["tlp_grid80"]  # measured: 1.9e-4 and 2.3e-3 off
+    for constant, value in (("CG_ITERS", 24), ("EDGE_GAIN", 4.9)):
+        with monkeypatch.context() as patch:
+            patch.setattr(tlp_module, constant, value)
+            off = tlp(case["image"][None], case["logits"][None], text, grid=80)[0]
+        assert (off - case["out"]).abs().max().item() > TOL, constant
+
+
+def test_pearl_with_tlp_predicts_as_the_authors(teacher) -> None:
+    fx = load("pearl")
+    teacher.set_head("pearl")
+    try:
+        compare_predict(teacher, fx, fx["cases"][PEARL_FAST_PREDICT[1]], False, refine="tlp")
+    finally:
+        teacher.set_head("maskclip")
+
+
+def test_the_pearl_bound_bites(teacher) -> None:
+    """Negative control for PEARL: its key-key weight 0.07 for 0.08 and 4 polar steps for 5
+    each miss the authors' grid logits by more than 1e-4."""
+    case = load("pearl")["cases"]["ff_112x448"]
+    for options in ({"alpha_kk": 0.07}, {"polar_iters": 4}):
+        teacher.set_head("pearl", options)
+        try:
+            with pytest.raises(AssertionError):
+                compare_forward_feature(teacher, case)
+        finally:
+            teacher.set_head("maskclip")
+
+
 # ------------------------------------------------------------------ every other case (slow)
 def _all_cases(names: list[str]) -> list[tuple[str, str]]:
     fast = {(f, c) for f, c, _ in FAST}
@@ -372,7 +433,12 @@ def _all_cases(names: list[str]) -> list[tuple[str, str]]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("fixture", "case_name"), _all_cases(["sclip", "naclip", "clearclip_fp32", "resclip"])
+    ("fixture", "case_name"),
+    [
+        (n, c)
+        for n, c in _all_cases(["sclip", "naclip", "clearclip_fp32", "resclip", "pearl"])
+        if load(n)["cases"][c]["kind"] != "tlp" and (n, c) != PEARL_FAST_PREDICT
+    ],
 )
 def test_head_equals_the_authors_every_case(teacher, fixture: str, case_name: str) -> None:
     fx = load(fixture)
@@ -383,7 +449,8 @@ def test_head_equals_the_authors_every_case(teacher, fixture: str, case_name: st
             compare_forward_feature(teacher, case)
         else:
             pamr_on = bool(case["settings"].get("pamr_steps", 0))
-            compare_predict(teacher, fx, case, pamr_on)
+            tlp_on = case["settings"].get("use_prop") == "on"
+            compare_predict(teacher, fx, case, pamr_on, refine="tlp" if tlp_on else None)
     finally:
         teacher.set_head("maskclip")
 
