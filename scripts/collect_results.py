@@ -372,11 +372,11 @@ def load_runs(metrics_path: Path) -> list[Run]:
         setting=_text(_select(config, "data.setting"), choices.get("split")),
     )
     base["corruption"], base["severity"] = _corruption(metrics, config, choices)
-    # a preset of a protocol (protocol=pearl) counts as the protocol it names (protocol.name)
+    # a preset of a protocol (protocol=<preset>) counts as the protocol it names (protocol.name)
     base["protocol"] = _text(_select(config, "protocol.name"), choices.get("protocol"), NONE)
     base["head"] = _text(_select(config, "teacher.head"), _default_head())
     refine = _select(config, "teacher.refine")
-    if refine not in (None, "", "null", "none", False):  # "naclip + pamr": its own row
+    if refine not in (None, "", "null", "none", False):  # "<head> + <refine>": its own row
         base["head"] += f" + {refine}"
     base["ablation"] = _text(choices.get("ablation"), overrides.get("ablation"), NONE)
     if _select(config, "callbacks.drift_guard.enabled") is True:
