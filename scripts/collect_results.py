@@ -57,7 +57,7 @@ sys.path.insert(0, str(ROOT))
 
 from src.data.corruptions import ALIASES, CORRUPTIONS, NONE  # noqa: E402
 from src.errors import UserError  # noqa: E402
-from src.evaluation.benchmarks import PUBLISHED, TRAINING_FREE_BENCHMARKS  # noqa: E402
+from src.evaluation.benchmarks import TRAINING_FREE_BENCHMARKS  # noqa: E402
 from src.utils.io import atomic_write_text  # noqa: E402
 
 METRICS = (("miou_seen", "mIoU(S)"), ("miou_unseen", "mIoU(U)"), ("miou", "mIoU"), ("hiou", "hIoU"))
@@ -519,7 +519,9 @@ def table_training_free(runs: list[Run]) -> Table | None:
             _mean(cells.get((method, head, clip, d), [])) for d, _ in TRAINING_FREE_BENCHMARKS
         ]
         rows.append((["measured", f"{method} ({head})", clip, "this run"], _with_mean(values)))
-    for row in PUBLISHED:
+    from src.teacher.heads import published_rows  # each head's published rows
+
+    for _, row in published_rows():
         values = [(v / 100.0, 1) for v in row.miou]
         rows.append((["published", row.label, "ViT-B/16", row.source], _with_mean(values)))
     columns = [label for _, label in TRAINING_FREE_BENCHMARKS] + ["Mean"]

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from src.teacher.features import dense_extractor
-from src.teacher.heads.registry import Features, HeadSetup, HeadSpec, register_head
+from src.teacher.heads.registry import Features, HeadSetup, HeadSpec, Published, register_head
 
 
 def maskclip_features(
@@ -33,5 +33,12 @@ register_head(
         vit_only=False,
         extras=_extras,
         order=0,
+        published=(
+            Published(
+                "MaskCLIP",
+                "ResCLIP README figures (yvhangyang/ResCLIP figs/main_results_w(o).png)",
+                (38.8, 23.6, 20.6, 74.9, 26.4, 16.4, 12.6, 9.8),
+            ),
+        ),
     )
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from open_clip.transformer import VisionTransformer
 
-from src.teacher.heads.registry import Features, HeadSpec, number, register_head
+from src.teacher.heads.registry import Features, HeadSpec, Published, number, register_head
 from src.teacher.heads.vit import (
     gaussian_bias,
     merge_heads,
@@ -41,5 +41,17 @@ register_head(
         summary="NACLIP: key-key attention plus a Gaussian neighbourhood bias",
         authors_refine="pamr",  # NACLIP's headline: slide + PAMR
         order=30,
+        published=(
+            Published(
+                "NACLIP, no post-processing",
+                "ResCLIP README figures (yvhangyang/ResCLIP figs/main_results_w(o).png)",
+                (58.9, 32.2, 33.2, 79.7, 35.2, 23.3, 35.5, 17.4),
+            ),
+            Published(
+                "NACLIP with PAMR, repository",
+                "NACLIP README @ 0cac3a6",
+                (64.07, 34.99, 36.19, 83.03, 38.35, 25.69, 38.27, 19.05),
+            ),
+        ),
     )
 )

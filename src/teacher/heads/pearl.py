@@ -18,6 +18,7 @@ from src.teacher.heads.registry import (
     Features,
     HeadSpec,
     Option,
+    Published,
     choice,
     number,
     register_head,
@@ -134,5 +135,12 @@ register_head(
         "no residual, no FFN",
         authors_refine="tlp",  # PEARL's headline: Procrustes alignment + TLP
         order=60,
+        published=(
+            Published(
+                "PEARL with TLP, paper",
+                "PEARL README @ c26062b (assets/results.png; the paper's Table 1, arXiv 2603.21528)",
+                (64.1, 35.1, 37.3, 86.9, 38.6, 26.3, 37.6, 19.4),
+            ),
+        ),
     )
 )

@@ -127,6 +127,16 @@ class HeadSetup:
 
 
 @dataclass(frozen=True)
+class Published:
+    """A published row of the head: mIoU (percent, CLIP ViT-B/16) on the 8 training-free
+    benchmarks in ``src.evaluation.benchmarks.TRAINING_FREE_BENCHMARKS``'s column order."""
+
+    label: str  #: what the row is (paper, repository README, post-processing)
+    source: str  #: where the numbers are printed
+    miou: tuple[float, float, float, float, float, float, float, float]
+
+
+@dataclass(frozen=True)
 class HeadSpec:
     """A dense head: ``features(visual, images, *, with_keys, **options, **extras[, text])
     -> (features (B, D, h, w), keys (B, C, h, w) | None)``.
@@ -148,6 +158,7 @@ class HeadSpec:
             of the runs that have none (the qualitative grid's default).
         authors_refine: the refinement its authors pair it with (``pamr``), or ``None``.
         order: where the head is listed (lower first; ties by name).
+        published: its published 8-benchmark rows (:class:`Published`), for the results table.
     """
 
     name: str
@@ -163,6 +174,7 @@ class HeadSpec:
     needs_weights: bool = False
     authors_refine: str | None = None
     order: int = 100
+    published: tuple[Published, ...] = ()
 
 
 _HEADS: dict[str, HeadSpec] = {}
@@ -188,6 +200,12 @@ def unregister_head(name: str) -> None:
 def registered_heads() -> list[str]:
     """The registered heads' names, in their listing order (the default first)."""
     return [s.name for s in sorted(_HEADS.values(), key=lambda s: (s.order, s.name))]
+
+
+def published_rows() -> list[tuple[str, Published]]:
+    """``(head, row)`` for every registered head's published rows, in the listing order."""
+    ordered = sorted(_HEADS.values(), key=lambda s: (s.order, s.name))
+    return [(spec.name, row) for spec in ordered for row in spec.published]
 
 
 def default_head() -> str:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 
-from src.teacher.heads.registry import Features, HeadSpec, number, pair, register_head
+from src.teacher.heads.registry import Features, HeadSpec, Published, number, pair, register_head
 from src.teacher.heads.vit import (
     gaussian_bias,
     merge_heads,
@@ -181,5 +181,12 @@ register_head(
         min_blocks=2,
         uses_text=True,
         order=40,
+        published=(
+            Published(
+                "ResCLIP on NACLIP, paper",
+                "ResCLIP README figures (yvhangyang/ResCLIP figs/main_results_w(o).png)",
+                (61.1, 33.5, 35.0, 86.0, 36.8, 24.7, 35.9, 18.0),
+            ),
+        ),
     )
 )

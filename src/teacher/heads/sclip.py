@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from open_clip.transformer import VisionTransformer
 
-from src.teacher.heads.registry import Features, HeadSpec, register_head
+from src.teacher.heads.registry import Features, HeadSpec, Published, register_head
 from src.teacher.heads.vit import (
     merge_heads,
     patch_keys,
@@ -35,5 +35,17 @@ register_head(
         logit_scale=40.0,
         summary="SCLIP: correlative self-attention (q-q + k-k), residual and FFN kept",
         order=10,
+        published=(
+            Published(
+                "SCLIP, paper",
+                "ResCLIP README figures (yvhangyang/ResCLIP figs/main_results_w(o).png)",
+                (59.1, 30.4, 30.5, 80.4, 34.2, 22.4, 32.2, 16.1),
+            ),
+            Published(
+                "SCLIP, repository",
+                "SCLIP README @ b56bd30",
+                (59.63, 31.74, 33.52, 81.54, 34.46, 22.77, 32.34, 16.45),
+            ),
+        ),
     )
 )
