@@ -43,7 +43,13 @@ README = ROOT / "README.md"
 #: experiments on any folder of images (data.root=photos runs on the layout's photos/)
 FOLDER_EXPERIMENTS = {"distill_folder"}
 #: CLIPs shipped in the repository: every other teacher needs downloaded weights
-SHIPPED_TEACHERS = {"tiny_shapes", "tiny_shapes_vit", "tiny_rn_test", "tiny_vit_test"}
+#: teachers whose weights ship with the project (or that need none): every conf/teacher whose
+#: ``pretrained`` is the shipped tag ``shapes`` or null (a list by hand once missed one)
+SHIPPED_TEACHERS = {
+    p.stem
+    for p in (ROOT / "conf" / "teacher").glob("*.yaml")
+    if re.search(r"^pretrained: (shapes|null)\b", p.read_text(), re.MULTILINE)
+}
 #: datasets that are files on disk (the shapes worlds are drawn by code)
 FILE_DATASETS = {"voc", "context59", "context60", "cocostuff171", "folder"}
 #: commands that serve until stopped, by their start: run until they answer at their address,
