@@ -13,10 +13,6 @@ import io
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -28,8 +24,8 @@ from PIL import Image
 
 from src.data.shapes import ShapesConfig, render_scene
 from src.pictures.palette import prediction_palette
+from tests.web.serve import serving_app
 
-ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CLASSES = ["circle", "square", "triangle"]
@@ -45,12 +41,6 @@ pytestmark = [
 webdriver = pytest.importorskip("selenium.webdriver", reason="pip install -e '.[dev]' (selenium)")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def fetch(url: str) -> bytes:
     assert url.startswith("http://127.0.0.1:"), url  # never anything but this machine
     with urllib.request.urlopen(url, timeout=30) as response:
@@ -60,37 +50,8 @@ def fetch(url: str) -> bytes:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     """``python -m src.app`` on a free port; (its address, its run folder)."""
-    tmp = tmp_path_factory.mktemp("app")
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
-           "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}  # fmt: skip
-    log = (tmp / "app.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "src.app", f"port={port}", f"paths.log_dir={tmp}/logs",
-         f"paths.cache_dir={tmp}/cache"],  # fmt: skip
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        for _ in range(240):  # at most 2 minutes for python, torch and gradio to start
-            if proc.poll() is not None:
-                pytest.fail(f"the app exited: {(tmp / 'app.log').read_text()[-3000:]}")
-            try:
-                fetch(url)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail(f"the app did not serve: {(tmp / 'app.log').read_text()[-3000:]}")
-        (run,) = (tmp / "logs" / "app" / "runs").iterdir()
+    with serving_app(tmp_path_factory.mktemp("app")) as (url, run, _):
         yield url, run
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture()

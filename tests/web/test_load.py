@@ -12,12 +12,6 @@ teacher on 128-pixel scenes keeps each request cheap; nothing leaves the machine
 from __future__ import annotations
 
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +22,7 @@ import pytest
 from PIL import Image
 
 from src.data.shapes import ShapesConfig, render_scene
+from tests.web.serve import serving_app
 
 gradio_client = pytest.importorskip("gradio_client", reason="pip install -e '.[app]'")
 psutil = pytest.importorskip("psutil")
@@ -35,12 +30,6 @@ psutil = pytest.importorskip("psutil")
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = "circle, square, triangle"
 SCENES = 4  #: distinct images the requests cycle through
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -74,38 +63,9 @@ def reference(scenes: list[Path], tmp_path_factory) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory) -> Iterator[tuple[str, Path, int]]:
     """``python -m src.app`` on a free port: (its address, its run folder, its process id)."""
-    tmp = tmp_path_factory.mktemp("app")
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
-           "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}  # fmt: skip
-    log = (tmp / "app.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "src.app", f"port={port}", f"paths.log_dir={tmp}/logs",
-         f"paths.cache_dir={tmp}/cache", "teacher=tiny_shapes", "examples=0", "max_upload_mb=1",
-         "device=cpu"],  # fmt: skip
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        for _ in range(240):  # at most 2 minutes for python, torch and gradio to start
-            if proc.poll() is not None:
-                pytest.fail(f"the app exited: {(tmp / 'app.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=30):
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail(f"the app did not serve: {(tmp / 'app.log').read_text()[-3000:]}")
-        (run,) = (tmp / "logs" / "app" / "runs").iterdir()
-        yield url, run, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with serving_app(tmp_path_factory.mktemp("app"), "teacher=tiny_shapes", "examples=0",
+                     "max_upload_mb=1", "device=cpu") as served:  # fmt: skip
+        yield served
 
 
 def segment(client, image: Path) -> tuple[str, str | None]:
