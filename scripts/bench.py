@@ -435,7 +435,13 @@ def _vs_authors_section(section: dict[str, Any]) -> list[str]:
         "`slide`: a 336 x 448 image through each author's own crop / stride, resize, softmax "
         "and argmax; `slide_pamr`: the same with PAMR (NACLIP). Ratio > 1: ours is faster; "
         "best batch: the fastest of ours at batch 1 and "
-        f"{', '.join(str(b) for b in section.get('batches', [])) or 'the batch given'}.",
+        f"{', '.join(str(b) for b in section.get('batches', [])) or 'the batch given'}"
+        + (
+            ""
+            if section.get("slide_batches") is None
+            else f" (the slide cases: batch 1{''.join(f', {b}' for b in section['slide_batches'])})"
+        )
+        + ".",
         "",
         "| head | case | threads | theirs img/s | ours b1 img/s | ours / theirs (b1) | ours best batch img/s | ours / theirs (best) | peak MB theirs / ours b1 |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -133,6 +133,13 @@ def _peak_mb(device) -> float:
 
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:  # this process's own peak (Linux keeps ru_maxrss across exec: the parent's would count)
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -545,6 +552,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         },  # fmt: skip
         "minutes": round((time.perf_counter() - started) / 60, 1),
         "batches": sorted(set(args.batch)),
+        "slide_batches": None if args.slide_batch is None else sorted(set(args.slide_batch)),
         "issue_preset": args.issue,
         "command": "python scripts/bench_vs_authors.py " + " ".join(argv or sys.argv[1:]),
         "quick": args.quick,

@@ -67,14 +67,15 @@ def test_the_section_renders_as_a_table_of_ratios(tmp_path) -> None:
     section = {"date": "today", "machine": {"cpu": "x86_64", "cores": 2, "torch": "2",
                "device": "cpu", "load_average_before": [3.5, 2.0, 1.0],
                "load_average_after": [4.0, 3.0, 2.0]}, "command": "cmd", "quick": False,
-               "repeats": 3, "rows": [row], "minutes": 21.5, "batches": [4]}  # fmt: skip
+               "repeats": 3, "rows": [row], "minutes": 21.5, "batches": [4],
+               "slide_batches": []}  # fmt: skip
     md = tmp_path / "B.md"
     module.write_outputs({"vs_authors": section}, tmp_path / "b.json", md)
     text = md.read_text()
     assert "## Our heads beside the authors' code" in text
     assert "| naclip | slide_pamr | 1 | 2 | 3 | 1.50 | 5 (x4) | 2.50 | 1500 / 1500 |" in text
     assert "load average (1/5/15 min) [3.5, 2.0, 1.0] before" in text and "21.5 min" in text
-    assert "best batch: the fastest of ours at batch 1 and 4" in text
+    assert "best batch: the fastest of ours at batch 1 and 4 (the slide cases: batch 1)." in text
 
 
 @pytest.mark.slow
