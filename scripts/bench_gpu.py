@@ -32,6 +32,7 @@ import argparse
 import datetime as _dt
 import statistics
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -353,14 +354,10 @@ def student_step(
     }
 
 
-def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """Every teacher and student measurement of ``args`` on ``device``."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    peak = peak_tflops(name, args.peak_tflops)
-    teacher_rows, student_rows = [], []
-    import tempfile
-
-    folder = Path(tempfile.mkdtemp(prefix="bench_gpu_"))  # random proxy weights
+def teacher_section(args: argparse.Namespace, device: torch.device, folder: Path) -> list:
+    """The teacher rows: every CLIP x head x size x dtype, eager and (``--compile-teacher``)
+    compiled; ``folder`` holds random proxy weights."""
+    teacher_rows = []
     compiles = [False, True] if args.compile_teacher else [False]
     for model in args.teachers:
         for head in teacher_heads_for(model):
@@ -380,6 +377,16 @@ def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
                               f"{r.get('encode_image_images_per_s')}); sync: {r.get('sync')}, "
                               + ", ".join(f"{k}: {v}" for k, v in r.items()
                                           if k.startswith("sync_")), flush=True)  # fmt: skip
+    return teacher_rows
+
+
+def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Every teacher and student measurement of ``args`` on ``device``."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = peak_tflops(name, args.peak_tflops)
+    teacher_rows, student_rows = [], []
+    with tempfile.TemporaryDirectory(prefix="bench_gpu_") as folder:  # random proxy weights
+        teacher_rows = teacher_section(args, device, Path(folder))
     for head in args.students:
         for batch in args.batches:
             for compiled in [False, True] if args.compile else [False]:
@@ -422,7 +429,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="refinements whose forward the sync check also runs")  # fmt: skip
     parser.add_argument("--teacher-batch", type=int, default=16)
     parser.add_argument("--classes", type=int, default=21)
-    parser.add_argument("--students", nargs="+", default=["deeplabv2", "deeplabv3plus", "pspnet"])
+    parser.add_argument("--students", nargs="*", default=["deeplabv2", "deeplabv3plus", "pspnet"],
+                        help="student heads (none: the teacher rows only)")  # fmt: skip
     parser.add_argument("--student-teacher", default="RN50")
     parser.add_argument("--depth", type=int, default=101)
     parser.add_argument("--stages", type=int, default=4)
