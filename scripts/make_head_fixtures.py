@@ -14,6 +14,7 @@ How to rerun (one author repository per call; each writes <out>/<head>*.pt):
 
     # checkouts of the exact commits (any way you like, e.g. git archive of a fetched mirror)
     PY=python; export OMP_NUM_THREADS=1
+    $PY make_head_fixtures.py --repo ext/maskclip  --head maskclip  --out fixtures  # chongzhou96/MaskCLIP 245d31f
     $PY make_head_fixtures.py --repo ext/sclip     --head sclip     --out fixtures  # wangf3014/SCLIP     b56bd30
     $PY make_head_fixtures.py --repo ext/naclip    --head naclip    --out fixtures  # sinahmr/NACLIP      0cac3a6
     $PY make_head_fixtures.py --repo ext/clearclip --head clearclip --out fixtures  # mc-lan/ClearCLIP    ad68a40
@@ -24,6 +25,10 @@ How to rerun (one author repository per call; each writes <out>/<head>*.pt):
     $PY make_head_fixtures.py --repo ext/pearl     --head pearl     --out fixtures  # PGSmall/PEARL       c26062b
     #   (add --check-repo ext/sclip to the pamr call to assert SCLIP's copy gives the same output)
     $PY make_head_fixtures.py --verify-weights 0   # rebuild the weights in this process, print SHA-256
+
+MaskCLIP is an mmseg 0.x / mmcv 1.x codebase: its ViT backbone, BaseDecodeHead, MaskClipHead, PatchEmbed
+and resize are imported from the checkout, the mmcv 1.x bricks they use (pure PyTorch in mmcv) are
+rewritten in install_maskclip_stubs, its weight converter runs as a script; its ViT has exact GELU.
 
 ClearCLIP and ProxyCLIP cast CLIP (and the proxy) to fp16 themselves, even on a CPU; for them two
 fixtures are written: `<head>.pt` exactly as shipped (fp16 arithmetic) and `<head>_fp32.pt` with the
