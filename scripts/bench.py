@@ -368,18 +368,29 @@ def _gpu_section(section: dict[str, Any]) -> list[str]:
         f"torch {section.get('torch')}, CUDA {section.get('cuda')}, {section.get('date')}; "
         f"dense bf16 peak used for MFU: {section.get('peak_bf16_tflops')} TFLOP/s.",
         "",
-        "| CLIP | head | size | dtype | teacher img/s | encode_image img/s | teacher / encode_image | peak GB |",
-        "|---|---|---|---|---|---|---|---|",
+        "Teacher dtypes: `fp32`; `bf16` / `fp16`: `teacher.precision` (the weights); "
+        "`amp_bf16`: fp32 weights under `torch.autocast`. compile: `teacher.compile=true` "
+        "(first call: the compilation included). sync: the forward under "
+        "`torch.cuda.set_sync_debug_mode('error')` after warm-up (`none`: no host-device "
+        "synchronisation; else the error), and with each refinement.",
+        "",
+        "| CLIP | head | size | dtype | compile | teacher img/s | encode_image img/s | teacher / encode_image | peak GB | first call s | sync (head / +refine) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in section.get("teacher", []):
+        compiled = r.get("compile", False)
         if "error" in r:
             lines.append(f"| {r['model']} | {r['head']} | {r['size']} | {r['dtype']} | "
-                         f"error: {r['error']} | | | |")  # fmt: skip
+                         f"{compiled} | error: {r['error']} | | | | | |")  # fmt: skip
             continue
+        syncs = [str(r.get("sync", "n/a"))] + [
+            f"{k.removeprefix('sync_')}: {v}" for k, v in r.items() if k.startswith("sync_")
+        ]
         lines.append(
-            f"| {r['model']} | {r['head']} | {r['size']} | {r['dtype']} | "
+            f"| {r['model']} | {r['head']} | {r['size']} | {r['dtype']} | {compiled} | "
             f"{r['teacher_images_per_s']} | {r['encode_image_images_per_s']} | "
-            f"{r['teacher_over_encode_image']} | {r['teacher_peak_memory_gb']} |"
+            f"{r['teacher_over_encode_image']} | {r['teacher_peak_memory_gb']} | "
+            f"{r.get('first_call_s', '')} | {' / '.join(syncs)} |"
         )
     lines += [
         "",
@@ -409,13 +420,28 @@ def _vs_authors_section(section: dict[str, Any]) -> list[str]:
         f"`make bench-authors` (`{section.get('command', '')}`), {section.get('date', '')}, "
         f"{m.get('cpu')} ({m.get('cores')} cores), torch {m.get('torch')}, device "
         f"{m.get('device')}{' ' + m['cuda'] if m.get('cuda') else ''}"
-        f"{'; a --quick development run, not the numbers' if section.get('quick') else ''}. "
+        + (
+            f", load average (1/5/15 min) {m['load_average_before']} before and "
+            f"{m['load_average_after']} after the run ({section.get('minutes')} min; the machine "
+            "is shared: times are rough, the alternation keeps the ratios fair)"
+            if m.get("load_average_before")
+            else ""
+        )
+        + f"{'; a --quick development run, not the numbers' if section.get('quick') else ''}. "
         "The authors' segmentor (their repository, run as scripts/make_head_fixtures.py runs "
         "it, batch 1) and ours on the same seeded random ViT-B/16 (and DINO ViT-B/8 proxy), "
         "text and images, fp32, one process each, timed alternately after warm-up "
         f"(median of {section.get('repeats')}). `whole`: image-size logits of one image; "
         "`slide`: a 336 x 448 image through each author's own crop / stride, resize, softmax "
-        "and argmax; `slide_pamr`: the same with PAMR (NACLIP). Ratio > 1: ours is faster.",
+        "and argmax; `slide_pamr`: the same with PAMR (NACLIP). Ratio > 1: ours is faster; "
+        "best batch: the fastest of ours at batch 1 and "
+        f"{', '.join(str(b) for b in section.get('batches', [])) or 'the batch given'}"
+        + (
+            ""
+            if section.get("slide_batches") is None
+            else f" (the slide cases: batch 1{''.join(f', {b}' for b in section['slide_batches'])})"
+        )
+        + ".",
         "",
         "| head | case | threads | theirs img/s | ours b1 img/s | ours / theirs (b1) | ours best batch img/s | ours / theirs (best) | peak MB theirs / ours b1 |",
         "|---|---|---|---|---|---|---|---|---|",

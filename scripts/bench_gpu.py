@@ -3,10 +3,17 @@
 On a machine without CUDA it prints one line and exits 0. On CUDA, with random weights
 (nothing is downloaded):
 
-- ``teacher``: images/s of the DenseCLIP teacher's forward (dense scores for ``--classes``
-  classes, upsampled to the input) for every head the teacher offers (``teacher.head``, read
-  from the registry; ResNet CLIPs have the heads that run on any tower) and input size, against open_clip's
-  ``encode_image`` of the same CLIP at the same size, fp32 and bf16 autocast.
+- ``teacher``: images/s and peak memory of the DenseCLIP teacher's forward (dense scores for
+  ``--classes`` classes, upsampled to the input) for every head the teacher offers
+  (``teacher.head``, read from the registry; ResNet CLIPs have the heads that run on any
+  tower; a head that needs a proxy's weights gets random ones) and input size, against
+  open_clip's ``encode_image`` of the same CLIP at the same size, per ``--dtypes``: ``fp32``,
+  ``bf16`` / ``fp16`` (``teacher.precision``: the weights in that dtype) and ``amp_bf16``
+  (fp32 weights under ``torch.autocast``); eager and with ``teacher.compile=true``
+  (``torch.compile`` of the head's forward; ``first_call_s`` includes the compilation).
+  After warm-up one more forward runs under ``torch.cuda.set_sync_debug_mode("error")``,
+  without refinement and with each of ``--sync-refines``: ``sync`` says ``none`` or the first
+  line of the error naming the operation that synchronised host and device.
 - ``student``: one DenseCLIP+ training step (online teacher labels, student forward, loss,
   backward, SGD step) at the paper's crop (512) and batch 4 / 8 / 16, in bf16 autocast with
   channels_last, with and without ``torch.compile`` of the student net: milliseconds per
@@ -25,6 +32,7 @@ import argparse
 import datetime as _dt
 import statistics
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -124,10 +132,60 @@ def median_seconds(
     return statistics.median(times)
 
 
+#: ``--dtypes``: name -> (``teacher.precision``, autocast dtype or None)
+DTYPES = {
+    "fp32": ("fp32", None),
+    "bf16": ("bf16", None),
+    "fp16": ("fp16", None),
+    "amp_bf16": ("fp32", torch.bfloat16),
+}
+
+
 def _autocast(device: torch.device, dtype: str):
-    if dtype == "bf16":
+    """Autocast for the student's ``bf16`` and the teacher's ``amp_bf16``; else nothing."""
+    if dtype in ("bf16", "amp_bf16"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
+
+
+def sync_check(fn: Callable[[], Any], device: torch.device) -> str:
+    """``none`` when ``fn`` runs without a host-device synchronisation (CUDA's sync debug mode
+    set to ``error``), else the first line of the error (the operation that synchronised);
+    ``n/a`` off CUDA."""
+    if device.type != "cuda":
+        return "n/a"
+    torch.cuda.synchronize(device)
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fn()
+        return "none"
+    except RuntimeError as err:
+        return " ".join(str(err).split())[:200]
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+        torch.cuda.synchronize(device)
+
+
+def _random_proxy_weights(head: str, folder: Path) -> str | None:
+    """A random state dict of the default proxy's architecture, for a head whose spec
+    ``needs_weights`` (nothing is downloaded); ``None`` for the others."""
+    import inspect
+
+    from src.teacher.heads import head_spec
+    from src.teacher.model import DenseClipTeacher
+    from src.teacher.proxy import proxy_spec
+
+    if not head_spec(head).needs_weights:
+        return None
+    name = inspect.signature(DenseClipTeacher).parameters["proxy"].default
+    path = folder / f"{name}_random.pth"
+    if not path.is_file():
+        import timm
+
+        model = timm.create_model(proxy_spec(name).timm_name, pretrained=False, num_classes=0)
+        torch.save(model.state_dict(), path)
+    return str(path)
 
 
 def teacher_throughput(
@@ -141,20 +199,31 @@ def teacher_throughput(
     repeats: int,
     warmup: int,
     device: torch.device,
+    compiled: bool = False,
+    sync_refines: Sequence[str] = (),
+    folder: Path | None = None,
 ) -> dict[str, Any]:
-    """Images/s of the teacher's forward and of ``encode_image`` of the same CLIP, same size."""
+    """Images/s and peak memory of the teacher's forward (eager or compiled) and of
+    ``encode_image`` of the same CLIP, same size; the sync check (:func:`sync_check`)."""
+    import time
+
     from src.prediction.models import teacher_has_head_option
     from src.teacher.model import DenseClipTeacher
 
     names = [f"class {i}" for i in range(classes)]
+    precision, autocast = DTYPES[dtype]
     options: dict[str, Any] = {"head": head} if teacher_has_head_option() else {}
     row: dict[str, Any] = {"model": clip_model, "head": head, "size": size, "batch": batch,
-                           "classes": classes, "dtype": dtype}  # fmt: skip
+                           "classes": classes, "dtype": dtype, "compile": compiled}  # fmt: skip
     try:
+        proxy = _random_proxy_weights(head, folder or Path("."))
+        if proxy is not None:
+            options["proxy_weights"] = proxy
         teacher = DenseClipTeacher(
-            clip_model=clip_model, pretrained=None, class_names=names, templates="photo", **options
-        ).to(device)
-    except Exception as err:  # e.g. a head that needs a proxy model's weights
+            clip_model=clip_model, pretrained=None, class_names=names, templates="photo",
+            precision=precision, compile=compiled, **options,
+        ).to(device)  # fmt: skip
+    except Exception as err:  # e.g. a head its CLIP cannot run
         return row | {"error": " ".join(str(err).split())[:200]}
     images = torch.randn(batch, 3, size, size, device=device)
     import open_clip
@@ -170,10 +239,24 @@ def teacher_throughput(
     )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    with torch.inference_mode(), _autocast(device, dtype):
-        forward = median_seconds(lambda: teacher(images), repeats=repeats, warmup=warmup,
-                                 device=device)  # fmt: skip
+    amp = torch.autocast(device.type, dtype=autocast) if autocast else nullcontext()
+    with torch.inference_mode(), amp:
+        try:
+            begin = time.perf_counter()
+            teacher(images)  # the first call compiles (teacher.compile=true)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            row["first_call_s"] = round(time.perf_counter() - begin, 2)
+            forward = median_seconds(lambda: teacher(images), repeats=repeats, warmup=warmup,
+                                     device=device)  # fmt: skip
+        except Exception as err:  # e.g. torch.compile without a working Triton
+            return row | {"error": " ".join(str(err).split())[:300]}
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+        row["sync"] = sync_check(lambda: teacher(images), device)
+        for refine in sync_refines:  # the refinements on the same scores
+            teacher.refine = refine
+            row[f"sync_{refine}"] = sync_check(lambda: teacher(images), device)
+            teacher.refine = None
         try:
             encode = median_seconds(lambda: encoder(images), repeats=repeats, warmup=warmup,
                                     device=device)  # fmt: skip
@@ -181,6 +264,8 @@ def teacher_throughput(
             encode, row["encode_error"] = None, " ".join(str(err).split())[:200]
     return row | {
         "teacher_images_per_s": round(batch / forward, 2),
+        "precision": precision,
+        "autocast": None if autocast is None else str(autocast).removeprefix("torch."),
         "encode_image_images_per_s": None if encode is None else round(batch / encode, 2),
         "teacher_over_encode_image": None if encode is None else round(forward / encode, 3),
         "teacher_peak_memory_gb": round(peak / 2**30, 3),
@@ -269,23 +354,39 @@ def student_step(
     }
 
 
+def teacher_section(args: argparse.Namespace, device: torch.device, folder: Path) -> list:
+    """The teacher rows: every CLIP x head x size x dtype, eager and (``--compile-teacher``)
+    compiled; ``folder`` holds random proxy weights."""
+    teacher_rows = []
+    compiles = [False, True] if args.compile_teacher else [False]
+    for model in args.teachers:
+        for head in teacher_heads_for(model):
+            for size in args.sizes:
+                for dtype in args.dtypes:
+                    for compiled in compiles:
+                        r = teacher_throughput(model, head=head, size=size,
+                                               batch=args.teacher_batch, classes=args.classes,
+                                               dtype=dtype, repeats=args.repeats,
+                                               warmup=args.warmup, device=device,
+                                               compiled=compiled, folder=folder,
+                                               sync_refines=args.sync_refines)  # fmt: skip
+                        teacher_rows.append(r)
+                        print(f"teacher {model} {head} {size}px {dtype} compile={compiled}: "
+                              f"{r.get('teacher_images_per_s', r.get('error'))} img/s, "
+                              f"{r.get('teacher_peak_memory_gb')} GB (encode_image "
+                              f"{r.get('encode_image_images_per_s')}); sync: {r.get('sync')}, "
+                              + ", ".join(f"{k}: {v}" for k, v in r.items()
+                                          if k.startswith("sync_")), flush=True)  # fmt: skip
+    return teacher_rows
+
+
 def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """Every teacher and student measurement of ``args`` on ``device``."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = peak_tflops(name, args.peak_tflops)
     teacher_rows, student_rows = [], []
-    for model in args.teachers:
-        for head in teacher_heads_for(model):
-            for size in args.sizes:
-                for dtype in args.dtypes:
-                    r = teacher_throughput(model, head=head, size=size, batch=args.teacher_batch,
-                                           classes=args.classes, dtype=dtype,
-                                           repeats=args.repeats, warmup=args.warmup,
-                                           device=device)  # fmt: skip
-                    teacher_rows.append(r)
-                    print(f"teacher {model} {head} {size}px {dtype}: "
-                          f"{r.get('teacher_images_per_s', r.get('error'))} img/s "
-                          f"(encode_image {r.get('encode_image_images_per_s')})", flush=True)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="bench_gpu_") as folder:  # random proxy weights
+        teacher_rows = teacher_section(args, device, Path(folder))
     for head in args.students:
         for batch in args.batches:
             for compiled in [False, True] if args.compile else [False]:
@@ -318,10 +419,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--teachers", nargs="+", default=["RN50", "ViT-B-16"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 448, 672])
-    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16", "amp_bf16"],
+                        choices=list(DTYPES),
+                        help="the teacher's: fp32, bf16 / fp16 weights (teacher.precision), "
+                        "amp_bf16 (fp32 weights, autocast)")  # fmt: skip
+    parser.add_argument("--no-compile-teacher", dest="compile_teacher", action="store_false",
+                        help="the teacher eager only (default: eager and teacher.compile=true)")  # fmt: skip
+    parser.add_argument("--sync-refines", nargs="*", default=["pamr", "tlp"],
+                        help="refinements whose forward the sync check also runs")  # fmt: skip
     parser.add_argument("--teacher-batch", type=int, default=16)
     parser.add_argument("--classes", type=int, default=21)
-    parser.add_argument("--students", nargs="+", default=["deeplabv2", "deeplabv3plus", "pspnet"])
+    parser.add_argument("--students", nargs="*", default=["deeplabv2", "deeplabv3plus", "pspnet"],
+                        help="student heads (none: the teacher rows only)")  # fmt: skip
     parser.add_argument("--student-teacher", default="RN50")
     parser.add_argument("--depth", type=int, default=101)
     parser.add_argument("--stages", type=int, default=4)
@@ -345,12 +454,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.teachers, args.sizes, args.dtypes, args.teacher_batch = (
             ["dc-test-vit"],
             [64],
-            ["bf16"],
+            ["bf16", "amp_bf16"],
             2,
         )
         args.student_teacher, args.depth, args.stages, args.crop = "dc-test-rn", 18, 2, 64
         args.students, args.batches, args.classes = ["pspnet"], [2], 3
         args.compile, args.repeats, args.warmup = False, 2, 1
+        args.compile_teacher = False
     device = torch.device(args.device)
     results = run(args, device)
     data = merge_results(args.out, {KEY: results})

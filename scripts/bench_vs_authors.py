@@ -15,12 +15,15 @@ stubbed imports, the seeded ViT-B/16 and DINO ViT-B/8 of its weight recipe), by 
 script's helpers: ``install_mm_stubs``, ``stub_module``, ``purge_modules``, ``import_from_repo``,
 ``one_template``, ``write_names``, ``save_weights_openai`` (the weight recipe),
 ``rebuild_proxy_weights``, ``_load_vendored_open_clip``, ``half_is_noop``, ``make_image``,
-``normalise``, ``make_text``, ``FakeSample`` and the constants ``NAME_LINES``, ``PROXY_SEED``.
-Their checkouts are read from ``--ext`` (default /tmp/ext: sclip, naclip, clearclip, resclip,
-proxyclip, dino), never from this repository. ClearCLIP and ProxyCLIP cast to fp16 even on a
-CPU; both sides run fp32 here (their ``.half()`` made a no-op, as in the fixtures' fp32
-variants). No MaskCLIP row: its authors' code (chongzhou96/MaskCLIP, a full mmseg 0.x
-codebase) is not run by the fixture script.
+``normalise``, ``make_text``, ``FakeSample``, ``build_maskclip`` and the constants
+``NAME_LINES``, ``PROXY_SEED``. Their checkouts are read from ``--ext`` (default /tmp/ext:
+maskclip, sclip, naclip, clearclip, resclip, proxyclip, dino; only those of the heads run are
+needed), never from this repository. ClearCLIP and ProxyCLIP cast to fp16 even on a CPU; both
+sides run fp32 here (their ``.half()`` made a no-op, as in the fixtures' fp32 variants).
+MaskCLIP (chongzhou96/MaskCLIP, mmseg 0.x): its ViT-B/16 backbone and ``MaskClipHead`` from the
+checkout on fake mmcv 1.x bricks, exact GELU as its config builds it (ours then with
+``quick_gelu=False``, the fixture's setting); its ViT configs test in ``whole`` mode, so it runs
+the whole-image cases only.
 
 Cases (``--cases``): ``whole224`` / ``whole448`` (their ``forward_feature`` on one image:
 image-size logits; ours ``predict_logits(refine=False)``), ``slide`` (their ``predict`` on a
@@ -28,9 +31,18 @@ image-size logits; ours ``predict_logits(refine=False)``), ``slide`` (their ``pr
 project's ``sliding_window_logits``, resize and the same post-processing) and ``slide_pamr``
 (NACLIP only: the same with 10 PAMR steps).
 
-    python scripts/bench_vs_authors.py                     # full run (tens of minutes)
+    python scripts/bench_vs_authors.py                     # full run (about an hour on 2 cores)
+    python scripts/bench_vs_authors.py --issue             # issue 24's table in one run (~30 min)
     python scripts/bench_vs_authors.py --quick             # 2 heads, 224 px, 1 round: a minute
-    python scripts/bench_vs_authors.py --threads 1 2 --device cpu
+    python scripts/bench_vs_authors.py --threads 1 2 --device cpu --batch 2 4
+
+``--issue`` (``make bench-authors ARGS=--issue``): issue 24's table in one run of about 20-30
+minutes on 2 idle cores: every head at 1 and 2 threads; ``whole224`` for all, ours at batch 1
+and 4 (the best batch's images/s); ``slide`` for the sliding-window heads and ``slide_pamr``
+for NACLIP at batch 1 (the authors' only batch; batched windows cost 4x the time); one warm-up,
+three timed rounds (their spread, (max - min) / median, is in the JSON: ``spread``); the
+seeded weights made once for all workers. ``--heads`` / ``--cases`` / ``--threads`` /
+``--repeats`` / ``--batch`` / ``--slide-batch`` given as well override the preset's.
 """
 
 from __future__ import annotations
@@ -53,7 +65,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
 KEY = "vs_authors"
-HEADS = ["sclip", "clearclip", "naclip", "resclip", "proxyclip"]
+HEADS = ["maskclip", "sclip", "clearclip", "naclip", "resclip", "proxyclip"]
 #: case -> (kind, H, W)
 CASES = {
     "whole224": ("whole", 224, 224),
@@ -76,8 +88,21 @@ RESCLIP_CFG = dict(
     attn_rcs_weights=[2.0, 0.3],
     attn_sfr_weights=[2.2, 0.7],
 )
-SCALE = {"sclip": 40, "naclip": 40, "clearclip": 50, "resclip": 40, "proxyclip": 40}
-EXT_DIRS = ("sclip", "naclip", "clearclip", "resclip", "proxyclip", "dino")
+SCALE = {
+    "maskclip": 100,
+    "sclip": 40,
+    "naclip": 40,
+    "clearclip": 50,
+    "resclip": 40,
+    "proxyclip": 40,
+}
+#: the checkouts each head's authors' side reads under ``--ext``
+EXT_DIRS = {head: (head, "dino") if head == "proxyclip" else (head,) for head in HEADS}
+#: heads whose authors test on the whole image only (MaskCLIP's ViT configs: ``mode='whole'``)
+WHOLE_ONLY = ("maskclip",)
+#: ``--issue``: issue 24's side-by-side table in one run of about 30 minutes on 2 cores
+ISSUE_PRESET = dict(heads=HEADS, cases=["whole224", "slide", "slide_pamr"], threads=[1, 2],
+                    batch=[4], slide_batch=[], warmup=1, repeats=3)  # fmt: skip
 
 
 def _fixtures_module():
@@ -89,13 +114,17 @@ def _fixtures_module():
     return make_head_fixtures
 
 
-def missing_checkouts(ext: Path) -> list[str]:
-    """The authors' checkouts ``--ext`` lacks (empty when all are there)."""
-    return [d for d in EXT_DIRS if not (ext / d).is_dir()]
+def missing_checkouts(ext: Path, heads: Sequence[str] = HEADS) -> list[str]:
+    """The authors' checkouts of ``heads`` that ``--ext`` lacks (empty when all are there)."""
+    needed = dict.fromkeys(d for head in heads for d in EXT_DIRS[head])
+    return [d for d in needed if not (ext / d).is_dir()]
 
 
 def cases_for(head: str, cases: Sequence[str]) -> list[str]:
-    """The cases a head runs (PAMR is NACLIP's: ``slide_pamr`` only there)."""
+    """The cases a head runs (PAMR is NACLIP's: ``slide_pamr`` only there; MaskCLIP's authors
+    test whole images: no slide cases)."""
+    if head in WHOLE_ONLY:
+        return [c for c in cases if CASES[c][0] == "whole"]
     return [c for c in cases if c != "slide_pamr" or head == "naclip"]
 
 
@@ -104,22 +133,52 @@ def _peak_mb(device) -> float:
 
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:  # this process's own peak (Linux keeps ru_maxrss across exec: the parent's would count)
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+# ---------------------------------------------------------------------- the seeded weights
+def seeded_files(folder: str | os.PathLike, proxy: bool) -> tuple[str, str | None]:
+    """The seeded ViT-B/16 (``save_weights_openai``'s recipe) and, with ``proxy``, the seeded
+    DINO ViT-B/8 state dict, as files in ``folder``: made once (atomically) and reused by
+    every worker of a run (each would spend ~20 s of CPU on the recipe)."""
+    import torch
+
+    mhf = _fixtures_module()
+    folder = Path(folder)
+    wpath, ppath = folder / "vit_b16_seeded.pt", folder / "dino_vitb8_seeded.pth"
+    if not wpath.is_file():
+        tmp = folder / f".vit_b16_seeded.{os.getpid()}.pt"
+        torch.save(mhf.rebuild_weights(mhf.WEIGHT_SEED), tmp)
+        os.replace(tmp, wpath)
+    if proxy and not ppath.is_file():
+        tmp = folder / f".dino_vitb8_seeded.{os.getpid()}.pth"
+        torch.save(mhf.rebuild_proxy_weights(mhf.PROXY_SEED), tmp)
+        os.replace(tmp, ppath)
+    return str(wpath), str(ppath) if proxy else None
+
+
 # ---------------------------------------------------------------------- the authors' side
-def build_theirs(head: str, case: str, ext: Path, tmp: str, device: str):
+def build_theirs(
+    head: str, case: str, ext: Path, tmp: str, device: str, weights: str | None = None
+):
     """The authors' segmentor as scripts/make_head_fixtures.py builds it; a callable on one
-    normalised (1, 3, H, W) image."""
+    normalised (1, 3, H, W) image (``weights``: a folder of :func:`seeded_files`)."""
     import torch
 
     mhf = _fixtures_module()
     repo = str(ext / head)
     kind, h, w = CASES[case]
-    crop, stride = SLIDE[head]
+    crop, stride = SLIDE.get(head, (0, 0))
     slide = dict(slide_crop=crop, slide_stride=stride) if kind == "slide" else dict(slide_crop=0)
     mhf.install_mm_stubs()
-    wpath, _ = mhf.save_weights_openai(tmp)
+    wpath, ppath = seeded_files(weights or tmp, proxy=head == "proxyclip")
     names_path = os.path.join(tmp, "names.txt")
     sep = {"clearclip": ",", "proxyclip": "; "}.get(head, ", ")
     mhf.write_names(names_path, sep)
@@ -129,7 +188,9 @@ def build_theirs(head: str, case: str, ext: Path, tmp: str, device: str):
     def fp32():
         return mhf.half_is_noop(head in ("clearclip", "proxyclip"))
 
-    if head == "sclip":
+    if head == "maskclip":
+        seg = mhf.build_maskclip(repo, tmp, text, sd=torch.load(wpath, weights_only=True))
+    elif head == "sclip":
         m = mhf.import_from_repo(repo, "clip_segmentor")
         mhf.one_template(m)
         seg = m.CLIPForSegmentation(clip_path=wpath, name_path=names_path, device=device, **slide)
@@ -169,7 +230,7 @@ def build_theirs(head: str, case: str, ext: Path, tmp: str, device: str):
                                     prob_thd=0.0, **RESCLIP_CFG, **slide)  # fmt: skip
     elif head == "proxyclip":
         seg = _build_theirs_proxyclip(mhf, repo, str(ext / "dino"), wpath, names_path, device,
-                                      slide)  # fmt: skip
+                                      slide, ppath)  # fmt: skip
     else:
         raise ValueError(f"no authors' segmentor for {head}")
     seg.query_features = text.clone().to(device)
@@ -187,12 +248,12 @@ def build_theirs(head: str, case: str, ext: Path, tmp: str, device: str):
     return forward, 1
 
 
-def _build_theirs_proxyclip(mhf, repo, dino_repo, wpath, names_path, device, slide):
+def _build_theirs_proxyclip(mhf, repo, dino_repo, wpath, names_path, device, slide, ppath):
     import importlib.util
 
     import torch
 
-    psd = mhf.rebuild_proxy_weights(mhf.PROXY_SEED)
+    psd = torch.load(ppath, weights_only=True)
     spec = importlib.util.spec_from_file_location(
         "dino_vision_transformer", os.path.join(dino_repo, "vision_transformer.py")
     )
@@ -228,7 +289,8 @@ def _build_theirs_proxyclip(mhf, repo, dino_repo, wpath, names_path, device, sli
 
 
 # ---------------------------------------------------------------------- our side
-def build_ours(head: str, case: str, ext: Path, tmp: str, device: str, batch: int):
+def build_ours(head: str, case: str, ext: Path, tmp: str, device: str, batch: int,
+               weights: str | None = None):  # fmt: skip
     """Our teacher with the same seeded weights, text and images; a callable on ``batch``
     images (the authors' post-processing for the slide cases: resize, softmax, argmax)."""
     import torch
@@ -239,18 +301,16 @@ def build_ours(head: str, case: str, ext: Path, tmp: str, device: str, batch: in
     from src.teacher.model import DenseClipTeacher
 
     mhf = _fixtures_module()
-    wpath, _ = mhf.save_weights_openai(tmp)
+    wpath, proxy_path = seeded_files(weights or tmp, proxy=head == "proxyclip")
     names = [n for line in mhf.NAME_LINES for n in line]
-    proxy_path = None
-    if head == "proxyclip":
-        proxy_path = os.path.join(tmp, "dino_vitb8_seeded.pth")
-        torch.save(mhf.rebuild_proxy_weights(mhf.PROXY_SEED), proxy_path)
     options = {}
     if head == "resclip":
         options = dict(temp_thd=RESCLIP_CFG["temp_thd"],
                        rcs_weights=RESCLIP_CFG["attn_rcs_weights"],
                        sfr_weights=RESCLIP_CFG["attn_sfr_weights"])  # fmt: skip
-    teacher = DenseClipTeacher(clip_model="ViT-B-16", pretrained=None, quick_gelu=True,
+    # MaskCLIP's config runs its ViT with exact GELU (the maskclip fixture's setting)
+    teacher = DenseClipTeacher(clip_model="ViT-B-16", pretrained=None,
+                               quick_gelu=head != "maskclip",
                                class_names=names, templates=["a photo of a {}."], head=head,
                                head_options=options, proxy="dino_vitb8", proxy_weights=proxy_path,
                                refine="pamr" if case == "slide_pamr" else None)  # fmt: skip
@@ -261,7 +321,7 @@ def build_ours(head: str, case: str, ext: Path, tmp: str, device: str, batch: in
     kind, h, w = CASES[case]
     one = mhf.normalise(mhf.make_image(16 if kind == "slide" else 10, h, w))
     x = one.repeat(batch, 1, 1, 1).to(device)
-    crop, stride = SLIDE[head]
+    crop, stride = SLIDE.get(head, (0, 0))
     scale = SCALE[head]
 
     def forward():
@@ -290,9 +350,10 @@ def worker(side: str, head: str, case: str, batch: int, args) -> None:
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         if side == "theirs":
-            forward, n = build_theirs(head, case, Path(args.ext), tmp, args.device)
+            forward, n = build_theirs(head, case, Path(args.ext), tmp, args.device, args.weights)
         else:
-            forward, n = build_ours(head, case, Path(args.ext), tmp, args.device, batch)
+            forward, n = build_ours(head, case, Path(args.ext), tmp, args.device, batch,
+                                    args.weights)  # fmt: skip
         built = _peak_mb(device)
         cuda = device.type == "cuda"
         if cuda:
@@ -319,6 +380,8 @@ class _Worker:
         cmd = [sys.executable, __file__, "--worker", side, head, case, str(batch),
                "--threads", str(args.threads), "--device", args.device, "--ext", str(args.ext),
                "--warmup", str(args.warmup)]  # fmt: skip
+        if getattr(args, "weights", None):
+            cmd += ["--weights", str(args.weights)]
         env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
         self.label = f"{head} {case} {side} x{batch}"
         self.log = tempfile.TemporaryFile(mode="w+")  # a file: a full pipe would block it
@@ -358,8 +421,12 @@ class _Worker:
 
 
 def run_point(head: str, case: str, args) -> dict[str, Any]:
-    """Theirs, ours at batch 1 and ours at ``args.batch``, timed alternately."""
-    sides = [("theirs", 1), ("ours", 1)] + ([("ours", args.batch)] if args.batch > 1 else [])
+    """Theirs, ours at batch 1 and ours at each of ``args.batch``, timed alternately."""
+    wanted = args.batch
+    if CASES[case][0] == "slide" and getattr(args, "slide_batch", None) is not None:
+        wanted = args.slide_batch
+    batches = sorted({b for b in wanted if b > 1})
+    sides = [("theirs", 1), ("ours", 1)] + [("ours", b) for b in batches]
     workers = [_Worker(side, head, case, b, args) for side, b in sides]
     try:
         for wk in workers:
@@ -375,49 +442,22 @@ def run_point(head: str, case: str, args) -> dict[str, Any]:
                            "threads": args.threads, "device": args.device}  # fmt: skip
     for (side, b), wk, peak in zip(sides, workers, peaks, strict=True):
         key = "theirs" if side == "theirs" else f"ours_b{b}"
-        row[key] = {"batch": b, "images_per_s": b / statistics.median(wk.times),
-                    "seconds": statistics.median(wk.times), "peak_mb": peak["peak_mb"],
-                    "forward_extra_mb": peak["extra_mb"]}  # fmt: skip
+        median = statistics.median(wk.times)
+        row[key] = {"batch": b, "images_per_s": b / median, "seconds": median,
+                    "spread": (max(wk.times) - min(wk.times)) / median,
+                    "peak_mb": peak["peak_mb"], "forward_extra_mb": peak["extra_mb"]}  # fmt: skip
     theirs = row["theirs"]["images_per_s"]
     row["ratio_b1"] = row["ours_b1"]["images_per_s"] / theirs
-    if args.batch > 1:
-        row[f"ratio_b{args.batch}"] = row[f"ours_b{args.batch}"]["images_per_s"] / theirs
-        row["best_batch"] = args.batch
+    for b in batches:
+        row[f"ratio_b{b}"] = row[f"ours_b{b}"]["images_per_s"] / theirs
+    if batches:  # the batch (1 included) where ours is fastest
+        row["best_batch"] = max([1, *batches], key=lambda b: row[f"ours_b{b}"]["images_per_s"])
     return row
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="sclip and naclip, whole224 and slide_pamr, 1 round (development)")  # fmt: skip
-    parser.add_argument("--heads", nargs="+", default=HEADS, choices=HEADS)
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:n]")
-    parser.add_argument("--batch", type=int, default=4, help="ours at this many images too")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--ext", type=Path, default=Path("/tmp/ext"),
-                        help="the authors' checkouts (sclip naclip clearclip resclip proxyclip dino)")  # fmt: skip
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.json")
-    parser.add_argument("--md", type=Path, default=None, help="default: BENCHMARKS.md beside --out")
-    parser.add_argument("--worker", nargs=4, metavar=("SIDE", "HEAD", "CASE", "BATCH"),
-                        help=argparse.SUPPRESS)  # fmt: skip
-    args = parser.parse_args(argv)
-    if args.worker:
-        side, head, case, batch = args.worker
-        args.threads = args.threads[0]
-        worker(side, head, case, int(batch), args)
-        return None
-    missing = missing_checkouts(args.ext)
-    if missing:
-        print(f"bench-authors: the authors' checkouts {missing} are not under {args.ext} "
-              "(see scripts/make_head_fixtures.py); nothing measured")  # fmt: skip
-        return None
-    if args.quick:
-        args.heads = [h for h in args.heads if h in ("sclip", "naclip")] or args.heads[:1]
-        args.cases, args.threads = ["whole224", "slide_pamr"], args.threads[:1]
-        args.batch, args.repeats = min(args.batch, 2), 1
+def run_all(args) -> list[dict[str, Any]]:
+    """Every point of ``args`` (threads x heads x cases), one row each (a failed point is
+    recorded with its first error line and the run goes on)."""
     rows = []
     for threads in args.threads:
         for head in args.heads:
@@ -431,10 +471,72 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
                                  "error": str(err).splitlines()[0]})  # fmt: skip
                     continue
                 rows.append(row)
-                extra = f", x{args.batch}: {row.get(f'ratio_b{args.batch}', 0):.2f}"
+                best = row.get("best_batch")
+                extra = f", best x{best}: {row[f'ratio_b{best}']:.2f}" if best else ""
                 print(f"{threads} thr {head:9s} {case:10s} theirs "
                       f"{row['theirs']['images_per_s']:7.2f} img/s  ours/theirs b1 "
-                      f"{row['ratio_b1']:.2f}{extra if args.batch > 1 else ''}", flush=True)  # fmt: skip
+                      f"{row['ratio_b1']:.2f}{extra}", flush=True)  # fmt: skip
+    return rows
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, with ``--issue``'s preset for every option not given."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="sclip and naclip, whole224 and slide_pamr, 1 round (development)")  # fmt: skip
+    parser.add_argument("--issue", action="store_true",
+                        help="issue 24's table in one run: every head, whole224 and slide "
+                        "(+PAMR for NACLIP) at batch 1, whole224 also at batch 4, 1 and 2 threads, "
+                        "3 rounds (20-30 min); options given as well override it")  # fmt: skip
+    parser.add_argument("--heads", nargs="+", default=HEADS, choices=HEADS)
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:n]")
+    parser.add_argument("--batch", type=int, nargs="+", default=[4],
+                        help="ours at these many images too (the best is reported)")  # fmt: skip
+    parser.add_argument("--slide-batch", type=int, nargs="*", default=None,
+                        help="the slide cases' batches instead of --batch (none: batch 1 only)")  # fmt: skip
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--ext", type=Path, default=Path("/tmp/ext"),
+                        help="the authors' checkouts (maskclip sclip naclip clearclip resclip "
+                        "proxyclip dino)")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.json")
+    parser.add_argument("--md", type=Path, default=None, help="default: BENCHMARKS.md beside --out")
+    parser.add_argument("--weights", default=None, help=argparse.SUPPRESS)  # seeded_files' folder
+    parser.add_argument("--worker", nargs=4, metavar=("SIDE", "HEAD", "CASE", "BATCH"),
+                        help=argparse.SUPPRESS)  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.issue:  # the preset, unless an option was given on the command line
+        given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:])}
+        for key, value in ISSUE_PRESET.items():
+            if f"--{key.replace('_', '-')}" not in given:
+                setattr(args, key, list(value) if isinstance(value, list) else value)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
+    args = parse_args(argv)
+    if args.worker:
+        side, head, case, batch = args.worker
+        args.threads = args.threads[0]
+        worker(side, head, case, int(batch), args)
+        return None
+    missing = missing_checkouts(args.ext, args.heads)
+    if missing:
+        print(f"bench-authors: the authors' checkouts {missing} are not under {args.ext} "
+              "(see scripts/make_head_fixtures.py); nothing measured")  # fmt: skip
+        return None
+    if args.quick:
+        args.heads = [h for h in args.heads if h in ("sclip", "naclip")] or args.heads[:1]
+        args.cases, args.threads = ["whole224", "slide_pamr"], args.threads[:1]
+        args.batch, args.repeats = [min(min(args.batch), 2)], 1
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as weights:
+        seeded_files(weights, proxy="proxyclip" in args.heads)  # once for every worker
+        args.weights = weights
+        rows = run_all(args)
     import torch
 
     section = {
@@ -445,7 +547,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
             "torch": torch.__version__,
             "device": args.device,
             "cuda": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
+            "load_average_before": [round(v, 2) for v in load_before],
+            "load_average_after": [round(v, 2) for v in os.getloadavg()],
         },  # fmt: skip
+        "minutes": round((time.perf_counter() - started) / 60, 1),
+        "batches": sorted(set(args.batch)),
+        "slide_batches": None if args.slide_batch is None else sorted(set(args.slide_batch)),
+        "issue_preset": args.issue,
         "command": "python scripts/bench_vs_authors.py " + " ".join(argv or sys.argv[1:]),
         "quick": args.quick,
         "repeats": args.repeats,

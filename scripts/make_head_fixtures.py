@@ -14,6 +14,7 @@ How to rerun (one author repository per call; each writes <out>/<head>*.pt):
 
     # checkouts of the exact commits (any way you like, e.g. git archive of a fetched mirror)
     PY=python; export OMP_NUM_THREADS=1
+    $PY make_head_fixtures.py --repo ext/maskclip  --head maskclip  --out fixtures  # chongzhou96/MaskCLIP 245d31f
     $PY make_head_fixtures.py --repo ext/sclip     --head sclip     --out fixtures  # wangf3014/SCLIP     b56bd30
     $PY make_head_fixtures.py --repo ext/naclip    --head naclip    --out fixtures  # sinahmr/NACLIP      0cac3a6
     $PY make_head_fixtures.py --repo ext/clearclip --head clearclip --out fixtures  # mc-lan/ClearCLIP    ad68a40
@@ -24,6 +25,10 @@ How to rerun (one author repository per call; each writes <out>/<head>*.pt):
     $PY make_head_fixtures.py --repo ext/pearl     --head pearl     --out fixtures  # PGSmall/PEARL       c26062b
     #   (add --check-repo ext/sclip to the pamr call to assert SCLIP's copy gives the same output)
     $PY make_head_fixtures.py --verify-weights 0   # rebuild the weights in this process, print SHA-256
+
+MaskCLIP is an mmseg 0.x / mmcv 1.x codebase: its ViT backbone, BaseDecodeHead, MaskClipHead, PatchEmbed
+and resize are imported from the checkout, the mmcv 1.x bricks they use (pure PyTorch in mmcv) are
+rewritten in install_maskclip_stubs, its weight converter runs as a script; its ViT has exact GELU.
 
 ClearCLIP and ProxyCLIP cast CLIP (and the proxy) to fp16 themselves, even on a CPU; for them two
 fixtures are written: `<head>.pt` exactly as shipped (fp16 arithmetic) and `<head>_fp32.pt` with the
@@ -335,10 +340,12 @@ def half_is_noop(enabled=True):
 
 def feat_from_calls(calls, n_queries):
     """The patch-grid cosine logits = input of the head's last bilinear upsampling of logits."""
+
+    def mode(call):  # a keyword, or the 4th positional argument (mmseg 0.x's resize)
+        return call[2].get("mode", call[1][2] if len(call[1]) > 2 else None)
+
     cands = [
-        c
-        for c in calls
-        if c[2].get("mode") == "bilinear" and c[0].dim() == 4 and c[0].shape[1] == n_queries
+        c for c in calls if mode(c) == "bilinear" and c[0].dim() == 4 and c[0].shape[1] == n_queries
     ]
     return cands[-1][0][0].float(), cands[0][0][
         0
@@ -942,6 +949,257 @@ def head_proxyclip(repo, tmpdir, dino_repo):
     return dict(variants=variants, sha=sha, names=names, idx=idx, text=text)
 
 
+# ----------------------------------------------------------------------------------------------
+# MaskCLIP (chongzhou96/MaskCLIP, an mmseg 0.x codebase): its ViT backbone and MaskClipHead are
+# imported from the checkout; the mmcv 1.x pieces they build on are the small pure-PyTorch
+# ones below (no compiled mmcv op is used by this path).
+# ----------------------------------------------------------------------------------------------
+def install_maskclip_stubs(repo):
+    """Fake mmcv 1.x / mmseg 0.x modules for MaskCLIP's ``mmseg/models/backbones/vit.py`` and
+    ``mmseg/models/decode_heads/{decode_head,maskclip_head}.py`` (imported from ``repo``).
+
+    The fakes rewrite mmcv 1.x's pure-PyTorch bricks as mmcv 1.x defines them:
+    ``build_norm_layer`` (``'ln' + postfix``, ``nn.LayerNorm(eps)``), ``build_conv_layer``
+    (``nn.Conv2d``), ``MultiheadAttention`` (``nn.MultiheadAttention`` as ``.attn``, batch-first
+    by transposes, ``identity + out``), ``FFN`` (``Sequential(Sequential(Linear, act, Dropout),
+    Linear, Dropout)``, ``identity + out``), ``BaseModule`` / ``ModuleList`` (nn.Module with
+    ``init_cfg``), the fp16 decorators (identity), registries. mmseg's own ``ops`` (``resize``),
+    ``models/utils/embed.py`` (``PatchEmbed``) and the two head files are the checkout's."""
+    import logging
+
+    repo = os.path.abspath(repo)
+    purge_modules("mmseg", "mmcv", "mmengine")
+
+    def mod(name, path=None, **attrs):
+        m = types.ModuleType(name)
+        if path is not None:
+            m.__path__ = [os.path.join(repo, path)]
+        m.__dict__.update(attrs)
+        sys.modules[name] = m
+        parent, _, child = name.rpartition(".")
+        if parent and parent in sys.modules:
+            setattr(sys.modules[parent], child, m)
+        return m
+
+    class Registry:
+        def __init__(self, *a, **k):
+            pass
+
+        def register_module(self, *args, **kwargs):
+            if args and isinstance(args[0], type):
+                return args[0]
+            return lambda cls: cls
+
+    class BaseModule(nn.Module):
+        def __init__(self, init_cfg=None):
+            super().__init__()
+            self.init_cfg = init_cfg
+
+        def init_weights(self):
+            pass
+
+    class ModuleList(nn.ModuleList):
+        def __init__(self, modules=None, init_cfg=None):
+            super().__init__(modules)
+
+    def build_norm_layer(cfg, num_features, postfix=""):
+        assert cfg["type"] == "LN", cfg
+        return f"ln{postfix}", nn.LayerNorm(num_features, eps=cfg.get("eps", 1e-5))
+
+    def build_conv_layer(cfg, *args, **kwargs):
+        assert cfg is None or cfg.get("type", "Conv2d") == "Conv2d", cfg
+        return nn.Conv2d(*args, **kwargs)
+
+    def build_dropout(cfg):
+        p = cfg.get("drop_prob", 0.0) if cfg else 0.0
+        assert p == 0.0, "MaskCLIP's configs set drop_path_rate 0"
+        return nn.Identity()
+
+    class MultiheadAttention(BaseModule):
+        def __init__(self, embed_dims, num_heads, attn_drop=0.0, proj_drop=0.0,
+                     dropout_layer=None, init_cfg=None, batch_first=False, bias=True):  # fmt: skip
+            super().__init__(init_cfg)
+            self.batch_first = batch_first
+            self.attn = nn.MultiheadAttention(embed_dims, num_heads, dropout=attn_drop, bias=bias)
+            self.proj_drop = nn.Dropout(proj_drop)
+            self.dropout_layer = build_dropout(dropout_layer)
+
+        def forward(self, query, key=None, value=None, identity=None, **kwargs):
+            key = query if key is None else key
+            value = key if value is None else value
+            identity = query if identity is None else identity
+            if self.batch_first:
+                query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+            out = self.attn(query=query, key=key, value=value, need_weights=False)[0]
+            if self.batch_first:
+                out = out.transpose(0, 1)
+            return identity + self.dropout_layer(self.proj_drop(out))
+
+    class FFN(BaseModule):
+        def __init__(self, embed_dims=256, feedforward_channels=1024, num_fcs=2,
+                     act_cfg=None, ffn_drop=0.0, dropout_layer=None, add_identity=True,
+                     init_cfg=None):  # fmt: skip
+            super().__init__(init_cfg)
+            act_cfg = act_cfg or dict(type="ReLU")
+            act = {"GELU": nn.GELU, "ReLU": nn.ReLU}[act_cfg["type"]]
+            layers, in_channels = [], embed_dims
+            for _ in range(num_fcs - 1):
+                layers.append(nn.Sequential(nn.Linear(in_channels, feedforward_channels), act(),
+                                            nn.Dropout(ffn_drop)))  # fmt: skip
+                in_channels = feedforward_channels
+            layers += [nn.Linear(feedforward_channels, embed_dims), nn.Dropout(ffn_drop)]
+            self.layers = nn.Sequential(*layers)
+            self.dropout_layer = build_dropout(dropout_layer)
+            self.add_identity = add_identity
+
+        def forward(self, x, identity=None):
+            out = self.layers(x)
+            if not self.add_identity:
+                return self.dropout_layer(out)
+            return (x if identity is None else identity) + self.dropout_layer(out)
+
+    def identity_decorator(*args, **kwargs):
+        if args and callable(args[0]) and not kwargs:
+            return args[0]
+        return lambda fn: fn
+
+    from torch.nn.modules.utils import _pair
+
+    mod("mmcv", to_2tuple=_pair)
+    mod("mmcv.utils", print_log=lambda *a, **k: None, to_2tuple=_pair, Registry=Registry)
+    mod("mmcv.cnn", build_norm_layer=build_norm_layer, build_conv_layer=build_conv_layer,
+        MODELS=Registry())  # fmt: skip
+    mod("mmcv.cnn.bricks")
+    mod("mmcv.cnn.bricks.registry", ATTENTION=Registry())
+    mod("mmcv.cnn.bricks.transformer", FFN=FFN, MultiheadAttention=MultiheadAttention)
+    mod("mmcv.cnn.utils")
+    mod("mmcv.cnn.utils.weight_init", constant_init=None, kaiming_init=None, trunc_normal_=None)
+    mod("mmcv.runner", BaseModule=BaseModule, ModuleList=ModuleList, _load_checkpoint=None,
+        auto_fp16=identity_decorator, force_fp32=identity_decorator)  # fmt: skip
+    mod("mmcv.runner.base_module", BaseModule=BaseModule)
+    mod("mmseg", path="mmseg")
+    mod("mmseg.utils", get_root_logger=lambda *a, **k: logging.getLogger("maskclip"))
+    mod("mmseg.core", build_pixel_sampler=None)
+    mod("mmseg.models", path="mmseg/models")
+    mod("mmseg.models.builder", BACKBONES=Registry(), HEADS=Registry(),
+        build_loss=lambda cfg: nn.Identity())  # fmt: skip
+    mod("mmseg.models.losses", accuracy=None)
+    mod("mmseg.models.utils", path="mmseg/models/utils")
+    embed = importlib.import_module("mmseg.models.utils.embed")  # theirs (PatchEmbed)
+    sys.modules["mmseg.models.utils"].PatchEmbed = embed.PatchEmbed
+    importlib.import_module("mmseg.ops")  # theirs (resize)
+    mod("mmseg.models.backbones", path="mmseg/models/backbones")
+    mod("mmseg.models.decode_heads", path="mmseg/models/decode_heads")
+
+
+def convert_clip_weights(repo, tmpdir, sd):
+    """Run MaskCLIP's ``tools/maskclip_utils/convert_clip_weights.py --model ViT16`` on the
+    seeded state dict ``sd`` (its ``clip.load`` answered with it); returns the file it writes,
+    ``pretrain/ViT16_clip_weights.pth`` (``clip``: the backbone, ``proj``: the head's)."""
+    import runpy
+
+    class Loaded:
+        def state_dict(self):
+            return {k: v.clone() for k, v in sd.items()}
+
+    fake_clip = stub_module("clip", load=lambda name, device="cpu": (Loaded(), None))
+    script = os.path.join(os.path.abspath(repo), "tools/maskclip_utils/convert_clip_weights.py")
+    cwd, argv = os.getcwd(), sys.argv
+    os.makedirs(os.path.join(tmpdir, "pretrain"), exist_ok=True)
+    try:
+        os.chdir(tmpdir)
+        sys.argv = [script, "--model", "ViT16"]
+        runpy.run_path(script, run_name="__main__")
+    finally:
+        os.chdir(cwd)
+        sys.argv = argv
+        if sys.modules.get("clip") is fake_clip:
+            del sys.modules["clip"]
+    return os.path.join(tmpdir, "pretrain", "ViT16_clip_weights.pth")
+
+
+class MaskClipSegmentor(nn.Module):
+    """MaskCLIP's ``EncoderDecoder`` in ``test_cfg.mode='whole'`` (its ViT configs' mode):
+    ``encode_decode`` = backbone -> ``MaskClipHead`` -> ``resize`` (bilinear,
+    ``align_corners=False``) to the input; ``forward_feature`` is that (the other heads'
+    segmentors' name for it, so the same helpers run it)."""
+
+    def __init__(self, backbone, head, resize):
+        super().__init__()
+        self.backbone, self.decode_head, self.resize = backbone, head, resize
+
+    def forward_feature(self, img):
+        out = self.decode_head(self.backbone(img))
+        return self.resize(input=out, size=img.shape[2:], mode="bilinear", align_corners=False)
+
+
+def build_maskclip(repo, tmpdir, text, sd=None):
+    """MaskCLIP's ViT-B/16 segmentor (``configs/_base_/models/maskclip_vit16.py``) on the seeded
+    weights (``sd``; default ``rebuild_weights(WEIGHT_SEED)``) and ``text`` (Q, 512)."""
+    install_maskclip_stubs(repo)
+    sd = rebuild_weights(WEIGHT_SEED) if sd is None else sd
+    vit = importlib.import_module("mmseg.models.backbones.vit")
+    mch = importlib.import_module("mmseg.models.decode_heads.maskclip_head")
+    ops = importlib.import_module("mmseg.ops")
+    weights = convert_clip_weights(repo, tmpdir, sd)
+    text_path = os.path.join(tmpdir, "pretrain", "fixture_ViT16_clip_text.pth")
+    torch.save(text.clone(), text_path)
+    backbone = vit.VisionTransformer(
+        img_size=(224, 224), patch_size=16, patch_bias=False, in_channels=3, embed_dims=768,
+        num_layers=12, num_heads=12, mlp_ratio=4, out_indices=-1, qkv_bias=True, drop_rate=0.0,
+        attn_drop_rate=0.0, drop_path_rate=0.0, with_cls_token=True, output_cls_token=False,
+        norm_cfg=dict(type="LN", eps=1e-6), act_cfg=dict(type="GELU"), patch_norm=False,
+        pre_norm=True, final_norm=True, return_qkv=True, interpolate_mode="bicubic", num_fcs=2,
+        norm_eval=False,
+    )  # fmt: skip
+    # their init_weights: load_state_dict(checkpoint, False); here strict, to see every key land
+    backbone.load_state_dict(torch.load(weights, weights_only=True)["clip"], strict=True)
+    load = torch.load
+    torch.load = lambda f, map_location=None, **k: load(f, map_location="cpu", **k)  # 'cuda'
+    try:
+        head = mch.MaskClipHead(
+            vit=True, in_channels=768, channels=0, num_classes=text.shape[0],
+            text_categories=text.shape[0], text_channels=512, dropout_ratio=0, in_index=-1,
+            norm_cfg=dict(type="SyncBN", requires_grad=True), align_corners=False,
+            loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0),
+            init_cfg=dict(), text_embeddings_path=text_path, visual_projs_path=weights,
+        )  # fmt: skip
+    finally:
+        torch.load = load
+    return MaskClipSegmentor(backbone, head, ops.resize).eval()
+
+
+def head_maskclip(repo, tmpdir):
+    """MaskCLIP's ViT-B/16 (``maskclip_vit16`` configs: whole-image mode, no key smoothing or
+    prompt denoising, as its configs ship them)."""
+    wpath, sha = save_weights_openai(tmpdir)
+    names, idx = write_names(os.path.join(tmpdir, "names.txt"), ", ")
+    text = make_text()
+    seg = build_maskclip(repo, tmpdir, text)
+    cases = {}
+    for H, W in [(224, 224), (224, 336), (448, 448)]:
+        cases[f"ff_{H}x{W}"] = run_forward_feature(seg, H, W, len(names))
+    settings = dict(
+        config="configs/_base_/models/maskclip_vit16.py (backbone + MaskClipHead, test mode "
+        "whole); weights by tools/maskclip_utils/convert_clip_weights.py --model ViT16",
+        activation="GELU (exact; the config's act_cfg, where OpenAI's CLIP trained QuickGELU)",
+        layer_norm_eps=1e-6,
+        ks_thresh=0.0,
+        pd_thresh=0.0,
+        text="the fixture text as text_embeddings_path (one query per name)",
+        precision="fp32",
+        mm_stubs="mmcv 1.x's pure-PyTorch bricks rewritten in install_maskclip_stubs; mmseg's "
+        "ops.resize, PatchEmbed, VisionTransformer, BaseDecodeHead and MaskClipHead theirs",
+    )
+    return dict(
+        variants={"maskclip": dict(cases=cases, settings=settings)},
+        sha=sha,
+        names=names,
+        idx=idx,
+        text=text,
+    )
+
+
 def head_pamr(repo, tmpdir, check_repo=None):
     m = import_from_repo(repo, "pamr")
     img, logits_low, logits_full = make_pamr_inputs(20)
@@ -981,6 +1239,7 @@ def head_pamr(repo, tmpdir, check_repo=None):
 
 
 REPO_NAMES = dict(
+    maskclip="chongzhou96/MaskCLIP",
     sclip="wangf3014/SCLIP",
     naclip="sinahmr/NACLIP",
     clearclip="mc-lan/ClearCLIP",
@@ -998,7 +1257,16 @@ def main():
     ap.add_argument("--repo")
     ap.add_argument(
         "--head",
-        choices=["sclip", "clearclip", "naclip", "resclip", "proxyclip", "pamr", "pearl"],
+        choices=[
+            "maskclip",
+            "sclip",
+            "clearclip",
+            "naclip",
+            "resclip",
+            "proxyclip",
+            "pamr",
+            "pearl",
+        ],  # fmt: skip
     )
     ap.add_argument("--out", default="fixtures")
     ap.add_argument("--dino-repo", help="checkout of facebookresearch/dino (ProxyCLIP proxy)")
@@ -1027,7 +1295,9 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     env = env_info()  # imports the installed open_clip before any vendored copy replaces it
     with tempfile.TemporaryDirectory() as tmpdir:
-        if args.head == "sclip":
+        if args.head == "maskclip":
+            r = head_maskclip(args.repo, tmpdir)
+        elif args.head == "sclip":
             r = head_sclip(args.repo, tmpdir)
         elif args.head == "naclip":
             r = head_naclip(args.repo, tmpdir)

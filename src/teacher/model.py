@@ -33,6 +33,7 @@ from src.teacher.heads import (
 )
 from src.teacher.loading import create_clip, warn_unknown_words
 from src.teacher.pamr import pamr
+from src.teacher.precision import full_precision
 from src.teacher.refine import CLIP_LOGIT_SCALE
 from src.teacher.text import (
     cache_key,
@@ -64,7 +65,13 @@ class DenseClipTeacher(pl.LightningModule):
         ks_threshold: key smoothing applies where the best class probability is below this.
         pd_threshold: prompt denoising drops classes whose peak probability is below this.
         cache_dir: folder for the text-embedding cache (``None``: no cache).
-        precision: open_clip precision of the weights (``fp32``, ``fp16``, ``bf16``).
+        precision: open_clip precision of the weights (``fp32``, ``fp16``, ``bf16``); the
+            proxy follows it; the attention softmaxes, the scores' normalisation and cosines,
+            PAMR, TLP and the class scores run in float32 (:mod:`src.teacher.precision`), also
+            under an outer ``torch.autocast``.
+        compile: ``torch.compile`` the dense head's forward (the CLIP tower and the head; opt-in,
+            for GPUs: ``make bench-gpu`` measures it; the first batch of each new input shape
+            compiles).
         quick_gelu: text/ViT activation; ``None`` follows the weights (QuickGELU for OpenAI's).
         head: the dense head, one of :func:`~src.teacher.heads.registered_heads` (``None``:
             the first, DenseCLIP's value path; the training-free heads need ViT CLIPs).
@@ -101,6 +108,7 @@ class DenseClipTeacher(pl.LightningModule):
         pd_threshold: float = 0.5,
         cache_dir: str | os.PathLike | None = None,
         precision: str = "fp32",
+        compile: bool = False,
         quick_gelu: bool | None = None,
         head: str | None = None,
         head_options: Mapping[str, Any] | None = None,
@@ -123,6 +131,10 @@ class DenseClipTeacher(pl.LightningModule):
         self.ks_threshold = float(ks_threshold)
         self.pd_threshold = float(pd_threshold)
         self.cache_dir = None if cache_dir is None else str(cache_dir)
+        if not isinstance(compile, bool):
+            raise UserError(f"teacher.compile={compile!r} is not true or false",
+                            "give teacher.compile=true or teacher.compile=false")  # fmt: skip
+        self.compile_head = compile
         # a bad head, option, refinement or proxy fails before the CLIP loads
         head = default_head() if head is None else str(head)
         resolve_head_options(head, head_options)
@@ -187,6 +199,8 @@ class DenseClipTeacher(pl.LightningModule):
         extras = spec.extras(setup) if spec.extras is not None else {}
         self.head = head
         self.dense_head = DenseHead(head, options, extras)
+        self.__dict__["_compiled_head"] = None  # compiled again for the new head
+        self.__dict__["_scores_checked"] = False
         #: softmax temperature of the cosine scores: ``teacher.logit_scale``, else the head's
         #: own (its authors' softmax scale; CLIP's 100 for DenseCLIP's value path)
         override = getattr(self, "logit_scale_override", None)
@@ -291,28 +305,43 @@ class DenseClipTeacher(pl.LightningModule):
 
     def _features(self, images: torch.Tensor, *, with_keys: bool):
         text = self.name_embeddings  # heads that label a first pass (ResCLIP) use the names
-        return self.dense_head(self.clip.visual, images, text=text, with_keys=with_keys)
+        head = self.dense_head
+        if getattr(self, "compile_head", False):
+            if self.__dict__.get("_compiled_head") is None:  # kept out of the module tree
+                self.__dict__["_compiled_head"] = torch.compile(self.dense_head)
+            head = self.__dict__["_compiled_head"]
+        return head(self.clip.visual, images, text=text, with_keys=with_keys)
 
     @torch.no_grad()
     def dense_scores(self, images: torch.Tensor) -> torch.Tensor:
         """(B, Q, h, w) cosine scores of every name at feature resolution (refinements applied
         if on); Q = K for single-name classes without background words."""
         feats, keys = self._features(images, with_keys=self.key_smoothing)
-        feats = F.normalize(feats.float(), dim=1)
-        text = self.name_embeddings.to(feats)
-        cos = torch.einsum("bdhw,kd->bkhw", feats, text)
-        if not bool(torch.isfinite(cos).all()):  # once per batch: a head option gone wrong
+        with full_precision(feats.device):  # float32 cosines, also under autocast
+            feats = F.normalize(feats.float(), dim=1)
+            text = self.name_embeddings.to(feats)
+            cos = torch.einsum("bdhw,kd->bkhw", feats, text)
+            self._check_finite(cos)
+            if self.prompt_denoising:
+                cos = maskclip_refine.prompt_denoise(cos, self.pd_threshold)
+            if self.key_smoothing:
+                cos = maskclip_refine.key_smooth(cos, keys.float(), self.ks_threshold)
+        return cos
+
+    def _check_finite(self, cos: torch.Tensor) -> None:
+        """A head option gone wrong (non-finite scores) is one line: every batch on a CPU; on
+        an accelerator the first batch after :meth:`set_head` only, since reading the answer
+        waits for the device (no host-device synchronisation in the loop that follows)."""
+        if cos.device.type != "cpu" and self.__dict__.get("_scores_checked", False):
+            return
+        self.__dict__["_scores_checked"] = True
+        if not bool(torch.isfinite(cos).all()):
             raise UserError(
                 f"teacher.head={self.head} with head_options {self.dense_head.options} gave "
                 "non-finite scores",
                 "use the head's default options (teacher.head_options=null) or values nearer "
                 "them; with fp16/bf16 weights try teacher.precision=fp32",
             )
-        if self.prompt_denoising:
-            cos = maskclip_refine.prompt_denoise(cos, self.pd_threshold)
-        if self.key_smoothing:
-            cos = maskclip_refine.key_smooth(cos, keys, self.ks_threshold)
-        return cos
 
     @torch.no_grad()
     def predict_logits(
@@ -342,12 +371,13 @@ class DenseClipTeacher(pl.LightningModule):
         the background channel first where there is one
         (:func:`~src.teacher.vocabulary.class_scores`). Sliding windows, resizing and PAMR
         act on the name scores before it, as in the training-free papers."""
-        return class_scores(
-            name_logits,
-            self.vocabulary,
-            logit_scale=self.logit_scale,
-            threshold=self.background_threshold,
-        )
+        with full_precision(name_logits.device):
+            return class_scores(
+                name_logits,
+                self.vocabulary,
+                logit_scale=self.logit_scale,
+                threshold=self.background_threshold,
+            )
 
     @torch.no_grad()
     def name_logits(
@@ -397,12 +427,15 @@ class DenseClipTeacher(pl.LightningModule):
         if self.refine is None:
             return scores
         size = tuple(scores.shape[-2:])
-        if tuple(images.shape[-2:]) != size:
-            images = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False)
-        if self.refine == "tlp":
-            text = self.name_embeddings.to(scores.device)
-            return tlp(images, scores, text, **getattr(self, "refine_options", {}))
-        return pamr(images, scores)
+        with full_precision(scores.device):  # PAMR and TLP in float32, also under autocast
+            if tuple(images.shape[-2:]) != size:
+                images = F.interpolate(
+                    images.float(), size=size, mode="bilinear", align_corners=False
+                )
+            if self.refine == "tlp":
+                text = self.name_embeddings.to(scores.device)
+                return tlp(images, scores, text, **getattr(self, "refine_options", {}))
+            return pamr(images, scores)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,22 @@ def test_peak_lookup_mfu_and_heads(bench_gpu) -> None:
     assert "maskclip" in bench_gpu.teacher_heads_for("ViT-B-16")
 
 
+def test_teacher_dtypes_and_the_sync_check_off_cuda(bench_gpu) -> None:
+    assert bench_gpu.DTYPES["bf16"] == ("bf16", None)  # teacher.precision: the weights
+    assert bench_gpu.DTYPES["amp_bf16"] == ("fp32", torch.bfloat16)  # autocast, fp32 weights
+    ran = []
+    assert bench_gpu.sync_check(lambda: ran.append(1), torch.device("cpu")) == "n/a"
+    assert ran == []  # nothing to check without CUDA
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_sync_check_names_a_synchronising_call(bench_gpu) -> None:
+    device = torch.device("cuda")
+    x = torch.ones(4, device=device)
+    assert bench_gpu.sync_check(lambda: x * 2, device) == "none"
+    assert bench_gpu.sync_check(lambda: x.sum().item(), device) != "none"
+
+
 @pytest.mark.slow
 def test_cpu_smoke_run_writes_a_gpu_section_and_keeps_other_keys(bench_gpu, tmp_path) -> None:
     out = tmp_path / "benchmarks.json"
@@ -51,12 +67,12 @@ def test_cpu_smoke_run_writes_a_gpu_section_and_keeps_other_keys(bench_gpu, tmp_
     data = json.loads(out.read_text())
     assert data["machine"] == {"cores": 2} and data["gpu"]["device"] == "cpu"
     teachers = data["gpu"]["teacher"]  # one row per head of the ViT teacher
-    assert [t["head"] for t in teachers] == bench_gpu.teacher_heads_for("dc-test-vit")
-    for teacher in teachers:
-        if teacher["head"] == "proxyclip" and "error" in teacher:  # no DINO weights offline
-            assert "teacher.proxy_weights" in teacher["error"]
-            continue
+    heads = bench_gpu.teacher_heads_for("dc-test-vit")  # each in bf16 weights and autocast
+    assert [t["head"] for t in teachers] == [h for h in heads for _ in range(2)]
+    assert [t["dtype"] for t in teachers[:2]] == ["bf16", "amp_bf16"]
+    for teacher in teachers:  # ProxyCLIP's proxy: random weights of its architecture
         assert teacher["teacher_images_per_s"] > 0 and teacher["encode_image_images_per_s"] > 0
+        assert teacher["compile"] is False and teacher["sync"] == "n/a"
     (student,) = data["gpu"]["student"]
     assert student["step_ms"] > 0 and student["tflops_per_step"] > 0 and student["mfu"] is None
     assert "## GPU: cpu" in (tmp_path / "BENCHMARKS.md").read_text()

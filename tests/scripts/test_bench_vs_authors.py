@@ -34,6 +34,26 @@ def test_without_the_checkouts_it_says_so_in_one_line(bench, tmp_path, capsys) -
     assert "slide_pamr" in bench.cases_for("naclip", list(bench.CASES))
 
 
+def test_maskclip_runs_the_whole_cases_and_only_needs_its_checkouts(bench, tmp_path) -> None:
+    assert bench.cases_for("maskclip", list(bench.CASES)) == ["whole224", "whole448"]
+    (tmp_path / "maskclip").mkdir()
+    assert bench.missing_checkouts(tmp_path, ["maskclip"]) == []
+    assert bench.missing_checkouts(tmp_path, ["maskclip", "proxyclip"]) == ["proxyclip", "dino"]
+
+
+def test_the_issue_preset_and_what_overrides_it(bench) -> None:
+    args = bench.parse_args(["--issue"])
+    assert args.heads == bench.HEADS and "maskclip" in args.heads and "proxyclip" in args.heads
+    assert (args.threads, args.batch, args.slide_batch) == ([1, 2], [4], [])
+    assert (args.cases, args.repeats, args.warmup) == (["whole224", "slide", "slide_pamr"], 3, 1)
+    narrowed = bench.parse_args(["--issue", "--heads", "naclip", "--repeats", "5",
+                                 "--slide-batch", "2"])  # fmt: skip
+    assert (narrowed.heads, narrowed.repeats, narrowed.slide_batch) == (["naclip"], 5, [2])
+    assert narrowed.threads == [1, 2]
+    plain = bench.parse_args([])
+    assert plain.slide_batch is None and plain.repeats == 5 and plain.batch == [4]
+
+
 def test_the_section_renders_as_a_table_of_ratios(tmp_path) -> None:
     spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
     module = importlib.util.module_from_spec(spec)
@@ -45,12 +65,17 @@ def test_the_section_renders_as_a_table_of_ratios(tmp_path) -> None:
            "ours_b4": {**side, "batch": 4, "images_per_s": 5.0}, "ratio_b1": 1.5,
            "ratio_b4": 2.5, "best_batch": 4}  # fmt: skip
     section = {"date": "today", "machine": {"cpu": "x86_64", "cores": 2, "torch": "2",
-               "device": "cpu"}, "command": "cmd", "quick": False, "repeats": 3, "rows": [row]}  # fmt: skip
+               "device": "cpu", "load_average_before": [3.5, 2.0, 1.0],
+               "load_average_after": [4.0, 3.0, 2.0]}, "command": "cmd", "quick": False,
+               "repeats": 3, "rows": [row], "minutes": 21.5, "batches": [4],
+               "slide_batches": []}  # fmt: skip
     md = tmp_path / "B.md"
     module.write_outputs({"vs_authors": section}, tmp_path / "b.json", md)
     text = md.read_text()
     assert "## Our heads beside the authors' code" in text
     assert "| naclip | slide_pamr | 1 | 2 | 3 | 1.50 | 5 (x4) | 2.50 | 1500 / 1500 |" in text
+    assert "load average (1/5/15 min) [3.5, 2.0, 1.0] before" in text and "21.5 min" in text
+    assert "best batch: the fastest of ours at batch 1 and 4 (the slide cases: batch 1)." in text
 
 
 @pytest.mark.slow

@@ -94,13 +94,14 @@ def fixture_image(case: dict) -> torch.Tensor:
     return ((img.float() - mean) / std)[None]
 
 
-def seeded_teacher(precision: str = "fp32") -> DenseClipTeacher:
-    """open_clip ViT-B-16 (QuickGELU) with the fixture's seeded weights (SHA-256 checked)."""
+def seeded_teacher(precision: str = "fp32", *, quick_gelu: bool = True) -> DenseClipTeacher:
+    """open_clip ViT-B-16 (QuickGELU; MaskCLIP's configs run exact GELU: ``quick_gelu=False``)
+    with the fixture's seeded weights (SHA-256 checked)."""
     fx = load("sclip")
     teacher = DenseClipTeacher(
         clip_model="ViT-B-16",
         pretrained=None,
-        quick_gelu=True,
+        quick_gelu=quick_gelu,
         class_names=NAMES,
         templates=["a photo of a {}."],
     )
@@ -114,10 +115,10 @@ def seeded_teacher(precision: str = "fp32") -> DenseClipTeacher:
         teacher = DenseClipTeacher(
             clip_model="ViT-B-16",
             pretrained=None,
-            quick_gelu=True,
             class_names=NAMES,
             templates=["a photo of a {}."],
             precision=precision,
+            quick_gelu=quick_gelu,
         )
     teacher.clip.load_state_dict(state)
     emb = fx["text"]["embeddings"].to(teacher.clip.visual.conv1.weight.dtype)
@@ -128,6 +129,12 @@ def seeded_teacher(precision: str = "fp32") -> DenseClipTeacher:
 @pytest.fixture(scope="module")
 def teacher() -> DenseClipTeacher:
     return seeded_teacher()
+
+
+@pytest.fixture(scope="module")
+def gelu_teacher() -> DenseClipTeacher:
+    """The seeded ViT-B/16 with exact GELU, as MaskCLIP's ``maskclip_vit16`` config runs it."""
+    return seeded_teacher(quick_gelu=False)
 
 
 def proxy_file(fx: dict, folder: Path) -> Path:
@@ -423,6 +430,30 @@ def test_the_pearl_bound_bites(teacher) -> None:
                 compare_forward_feature(teacher, case)
         finally:
             teacher.set_head("maskclip")
+
+
+# ------------------------------------------------------------------ MaskCLIP (GELU)
+def test_maskclip_equals_the_authors_fast(gelu_teacher: DenseClipTeacher) -> None:
+    """``teacher.head=maskclip`` (the value path) equals MaskCLIP's ViT-B/16 backbone and
+    ``MaskClipHead``, on the ViT with exact GELU as its config builds it."""
+    fx = load("maskclip")
+    assert fx["weights"]["sha256"] == load("sclip")["weights"]["sha256"]
+    assert gelu_teacher.head == "maskclip"
+    compare_forward_feature(gelu_teacher, fx["cases"]["ff_224x336"])
+
+
+def test_the_maskclip_bound_bites(teacher: DenseClipTeacher) -> None:
+    """The same weights with QuickGELU (every other head's CLIP) miss MaskCLIP's output by far
+    more than the tolerance: the fixture tells the activations apart."""
+    case = load("maskclip")["cases"]["ff_224x336"]
+    with pytest.raises(AssertionError):
+        compare_forward_feature(teacher, case)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case_name", ["ff_224x224", "ff_448x448"])
+def test_maskclip_equals_the_authors_every_case(gelu_teacher, case_name: str) -> None:
+    compare_forward_feature(gelu_teacher, load("maskclip")["cases"][case_name])
 
 
 # ------------------------------------------------------------------ every other case (slow)

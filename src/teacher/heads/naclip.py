@@ -16,6 +16,7 @@ from src.teacher.heads.vit import (
     tokens_to_features,
     vit_trunk,
 )
+from src.teacher.precision import softmax32
 
 
 def naclip_features(
@@ -25,8 +26,9 @@ def naclip_features(
     x, grid, _ = vit_trunk(visual, images)
     block = visual.transformer.resblocks[-1]
     q, k, v = split_qkv(block, x)
-    logits = self_attention(k, k) + gaussian_bias(grid, gaussian_std, k.device).to(k.dtype)
-    tokens = merge_heads(block, logits.softmax(-1) @ v)
+    # the bias added and the softmax taken in float32 (bf16 / fp16 weights or autocast)
+    logits = self_attention(k, k).float() + gaussian_bias(grid, gaussian_std, k.device)
+    tokens = merge_heads(block, softmax32(logits).to(v.dtype) @ v)
     return tokens_to_features(visual, tokens[:, 1:], grid), patch_keys(
         k, grid
     ) if with_keys else None

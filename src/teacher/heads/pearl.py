@@ -24,6 +24,7 @@ from src.teacher.heads.registry import (
     register_head,
 )
 from src.teacher.heads.vit import merge_heads, patch_keys, split_qkv, tokens_to_features, vit_trunk
+from src.teacher.precision import full_precision
 
 
 def polar_newton_schulz(m: torch.Tensor, iters: int = 5, eps: float = 1e-6) -> torch.Tensor:
@@ -54,7 +55,19 @@ def procrustes_attention(
 ) -> torch.Tensor:
     """PEARL's attention weights (B, heads, N, N) from queries and keys (B, heads, N, hd),
     computed in float32 (token 0 is the CLS token, left out of the centring weights)."""
-    q, k = q.float(), k.float()
+    with full_precision(q.device):  # the solve in float32 under autocast too
+        return _procrustes_attention(q.float(), k.float(), use_kk, alpha_kk, align_solver,
+                                     polar_iters)  # fmt: skip
+
+
+def _procrustes_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    use_kk: bool,
+    alpha_kk: float,
+    align_solver: str,
+    polar_iters: int,
+) -> torch.Tensor:
     d = q.shape[-1]
     scale = d**-0.5
     w = q.norm(dim=-1, keepdim=True)
@@ -94,7 +107,8 @@ def pearl_features(
     attn = procrustes_attention(
         q, k, use_kk=use_kk, alpha_kk=alpha_kk, align_solver=align_solver, polar_iters=polar_iters
     )
-    out = (attn @ v.float()).to(v.dtype)
+    with full_precision(v.device):
+        out = (attn @ v.float()).to(v.dtype)
     tokens = merge_heads(block, out)
     return tokens_to_features(visual, tokens[:, 1:], grid), patch_keys(
         k, grid

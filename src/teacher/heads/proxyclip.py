@@ -21,20 +21,22 @@ from src.teacher.heads.vit import (
     tokens_to_features,
     vit_trunk,
 )
+from src.teacher.precision import full_precision
 from src.teacher.proxy import load_proxy, resolve_proxy_weights
 
 
 def proxy_attention(features: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
     """(B, M, M) attention from proxy features (B, D, I, J): cosine similarities ``S``,
     ``(S - beta * mean(S)) * gamma`` (mean over each image's whole matrix), negatives masked,
-    softmax per row. A row with nothing left keeps only itself (the authors' code gives NaN)."""
-    f = F.normalize(features.flatten(2), dim=1)
-    sim = f.transpose(1, 2) @ f
-    sim = (sim - sim.mean(dim=(1, 2), keepdim=True) * beta) * gamma
-    sim = sim.masked_fill(sim < 0, float("-inf"))
-    empty = torch.isinf(sim).all(-1)
-    if bool(empty.any()):
-        diag = sim.diagonal(dim1=-2, dim2=-1)
+    softmax per row. A row with nothing left keeps only itself (the authors' code gives NaN).
+    Float32 whatever the proxy's precision (autocast off); no host-device synchronisation."""
+    with full_precision(features.device):
+        f = F.normalize(features.flatten(2).float(), dim=1)
+        sim = f.transpose(1, 2) @ f
+        sim = (sim - sim.mean(dim=(1, 2), keepdim=True) * beta) * gamma
+        sim = sim.masked_fill(sim < 0, float("-inf"))
+        empty = torch.isinf(sim).all(-1)
+        diag = sim.diagonal(dim1=-2, dim2=-1)  # zero where a row is empty, unchanged elsewhere
         diag.copy_(torch.where(empty, torch.zeros_like(diag), diag))
     return sim
 
@@ -52,9 +54,10 @@ def proxyclip_features(
 ) -> Features:
     """ProxyCLIP: the proxy's attention (same for every head) on the last block's values
     resized to the proxy grid; no residual, no FFN, no CLS. Output on the proxy's grid."""
-    m = torch.tensor(mean, device=images.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=images.device).view(1, 3, 1, 1)
-    pf = proxy(images.float() * s + m)  # undo CLIP's normalisation; the proxy applies its own
+    # undo CLIP's normalisation (the proxy applies its own), channel by channel with Python
+    # numbers: no host-to-device copy of the statistics in the forward
+    x = images.float()
+    pf = proxy(torch.cat([x[:, c : c + 1] * std[c] + mean[c] for c in range(3)], dim=1))
     b, _, gi, gj = pf.shape
     x, grid, _ = vit_trunk(visual, images)
     block = visual.transformer.resblocks[-1]
@@ -63,7 +66,7 @@ def proxyclip_features(
     vg = v[:, :, 1:].reshape(b * heads, grid[0], grid[1], hd).permute(0, 3, 1, 2)
     vg = F.interpolate(vg, size=(gi, gj), mode="bilinear", align_corners=False)
     vg = vg.permute(0, 2, 3, 1).reshape(b, heads, gi * gj, hd)
-    attn = proxy_attention(pf, beta, gamma).to(v.dtype).softmax(-1)
+    attn = proxy_attention(pf, beta, gamma).softmax(-1).to(v.dtype)  # float32 softmax
     tokens = merge_heads(block, attn[:, None] @ vg)
     feats = tokens_to_features(visual, tokens, (gi, gj))
     if not with_keys:

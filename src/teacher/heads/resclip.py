@@ -22,6 +22,7 @@ from src.teacher.heads.vit import (
     vit_trunk,
 )
 from src.teacher.pamr import pamr
+from src.teacher.precision import full_precision, softmax32
 
 
 def rcs_blocks(depth: int) -> range:
@@ -42,7 +43,7 @@ def line_of_sight(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int
     idx = torch.arange(n, device=labels.device)
     r, c = idx // gw, idx % gw
     steps = torch.maximum((r[None] - r[:, None]).abs(), (c[None] - c[:, None]).abs())
-    big = int(steps.max())
+    big = max(gh, gw) - 1  # = steps.max(), from the shape: no host-device synchronisation
     flat = labels.reshape(-1)
     own = flat[:, None]
     valid = torch.ones(n, n, dtype=torch.bool, device=labels.device)
@@ -104,8 +105,8 @@ def _resclip_attention(
         logits = tau * ((1 - lam) * logits + (lam * sfr16).to(logits.dtype))
     logits = logits + gaussian_bias(grid, opts["gaussian_std"], k.device).to(logits.dtype)
     tau, lam = opts["rcs_weights"]
-    attn = tau * ((1 - lam) * logits.softmax(-1) + lam * rcs)  # rows sum to tau
-    return attn @ v
+    attn = tau * ((1 - lam) * softmax32(logits) + lam * rcs)  # rows sum to tau
+    return attn.to(v.dtype) @ v
 
 
 def resclip_features(
@@ -140,14 +141,15 @@ def resclip_features(
     first = tokens_to_features(
         visual, merge_heads(block, _resclip_attention((k, v), rcs, opts, grid))[:, 1:], grid
     )
-    cos = torch.einsum(
-        "bdhw,kd->bkhw", F.normalize(first.float(), dim=1), text.float().to(first.device)
-    )
-    if first_pass is not None:
-        first_pass["cos"] = cos
-    cos = F.interpolate(cos, size=images.shape[-2:], mode="bilinear", align_corners=False)
-    probs = torch.softmax(logit_scale * pamr(images.float(), cos), dim=1)
-    top, labels = probs.max(dim=1)
+    with full_precision(first.device):  # the first pass's labels in float32, as the authors'
+        cos = torch.einsum(
+            "bdhw,kd->bkhw", F.normalize(first.float(), dim=1), text.float().to(first.device)
+        )
+        if first_pass is not None:
+            first_pass["cos"] = cos
+        cos = F.interpolate(cos, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        probs = torch.softmax(logit_scale * pamr(images.float(), cos), dim=1)
+        top, labels = probs.max(dim=1)
     labels = torch.where(top < temp_thd, torch.zeros_like(labels), labels)
     patch = int(visual.patch_size[0])
     per_patch = patch_labels(labels, grid, patch)

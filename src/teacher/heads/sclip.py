@@ -15,6 +15,7 @@ from src.teacher.heads.vit import (
     tokens_to_features,
     vit_trunk,
 )
+from src.teacher.precision import softmax32
 
 
 def sclip_features(visual: VisionTransformer, images: torch.Tensor, *, with_keys: bool) -> Features:
@@ -22,8 +23,9 @@ def sclip_features(visual: VisionTransformer, images: torch.Tensor, *, with_keys
     x, grid, _ = vit_trunk(visual, images)
     block = visual.transformer.resblocks[-1]
     q, k, v = split_qkv(block, x)
-    attn = self_attention(q, q).softmax(-1) + self_attention(k, k).softmax(-1)
-    x = x + block.ls_1(merge_heads(block, attn @ v))
+    # both softmaxes and their sum in float32 (bf16 / fp16 weights or autocast)
+    attn = softmax32(self_attention(q, q).float()) + softmax32(self_attention(k, k).float())
+    x = x + block.ls_1(merge_heads(block, attn.to(v.dtype) @ v))
     x = x + block.ls_2(block.mlp(block.ln_2(x)))
     return tokens_to_features(visual, x[:, 1:], grid), patch_keys(k, grid) if with_keys else None
 
