@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from src.errors import UserError
 from src.eval import evaluate
@@ -53,11 +54,12 @@ def voter():
     unregister_head(spec.name)
 
 
-def write_masks(cfg, folder: Path, regions=None) -> list[str]:
-    """``<stem>.npz`` (key instance_mask) for every validation image of ``cfg.data``, at the
-    image's size: the scene's own labels + 1 (void 0), or ``regions(image)``."""
+def write_masks(cfg, folder: Path, regions=None, split: str | None = None) -> list[str]:
+    """``<stem>.npz`` (key instance_mask) for every image of ``cfg.data``'s ``split`` (default:
+    the validation split), at the image's size: the scene's own labels + 1 (void 0), or
+    ``regions(image)``."""
     dm = instantiate(cfg.data)
-    raw = dm.build_raw(dm.val_split)
+    raw = dm.build_raw(split or dm.val_split)
     folder.mkdir(parents=True, exist_ok=True)
     stems = []
     for i in range(len(raw)):
@@ -122,6 +124,35 @@ def test_precomputed_masks_in_training_label_whole_named_images_only(voter, tmp_
     write_masks(cfg, tmp_path)  # validation scores whole named images: it reads them
     with pytest.raises(UserError, match="needs each image's file name"):
         train(cfg)  # the training crops have no file of their own
+
+
+def test_precomputed_masks_teach_a_folder_through_the_teacher_label_cache(
+    voter, tmp_path: Path, monkeypatch
+) -> None:
+    """``experiment=distill_folder`` with precomputed masks: the label cache labels each whole
+    named photo once, the hold-out's judge reads them too."""
+    from tests.test_distill_folder import compose_distill, draw_photos
+
+    monkeypatch.chdir(tmp_path)
+    photos = draw_photos(tmp_path / "photos", 6)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    halves = np.repeat([[1] * 48 + [2] * 48], 72, 0)  # two regions: the left and right half
+    halves[:8] = 0  # and, as in CorrCLIP's files, the map's minimum: no region
+    for path in photos:
+        np.savez(masks / f"{path.stem}.npz", instance_mask=halves)
+    words = ["teacher=tiny_shapes_vit_plain", "teacher.head=toyvote", "teacher.masks=precomputed",
+             f"teacher.masks_options={{dir:{masks}}}", "callbacks.teacher_label_cache.enabled=true",
+             f"callbacks.teacher_label_cache.dirpath={tmp_path}/labels",
+             "callbacks.distill_report.export=null", "data.num_workers=0"]  # fmt: skip
+    train(compose_distill(tmp_path, *words))
+    files = sorted((tmp_path / "labels").rglob("*.png"))
+    assert len(files) == 5  # 6 photos, 1 held out
+    for f in files:  # the vote: one label per half
+        labels = np.asarray(Image.open(f))
+        assert len(np.unique(labels[8:, :48])) == 1 and len(np.unique(labels[8:, 48:])) == 1
+    agreement = json.loads((tmp_path / "run" / "distill" / "agreement.json").read_text())
+    assert agreement["images"] == 1
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from src.errors import UserError
+from src.scoring import resize_regions
 from src.teacher.masks.registry import generator_spec, resolve_generator_options
 from src.utils.io import atomic_write_bytes
 
@@ -40,6 +41,13 @@ def _identity(value: Any) -> Any:
         st = os.stat(value)
         return [os.path.abspath(value), st.st_size, st.st_mtime_ns]
     return value
+
+
+def same_shape(a: Sequence[int], b: Sequence[int]) -> bool:
+    """Whether sizes ``a`` and ``b`` (height, width) are one picture at two scales (the
+    keep-ratio rescale rounds each side to a pixel)."""
+    (ha, wa), (hb, wb) = a, b
+    return abs(ha * wb - wa * hb) <= max(ha, wa, hb, wb)
 
 
 def image_hash(image: np.ndarray) -> str:
@@ -142,13 +150,19 @@ class RegionMasks:
         out = []
         for image, stem in zip(pixels, stems, strict=True):
             regions = self.one(image, None if stem is None else str(stem), device)
-            if tuple(regions.shape) != expected:
+            shape = tuple(regions.shape)
+            # the original size; without one (``size=None``) any size of the image's shape,
+            # which the scoring path resizes nearest (as the authors resize theirs)
+            fits = shape == expected or (size is None and same_shape(shape, expected))
+            if not fits:
                 raise UserError(
                     f"teacher.masks={self.name}: the mask of image '{stem}' is "
-                    f"{regions.shape[0]}x{regions.shape[1]} but the image is "
-                    f"{expected[0]}x{expected[1]} (height x width)",
+                    f"{shape[0]}x{shape[1]} but the image is {expected[0]}x{expected[1]} "
+                    "(height x width)",
                     "give each image's region map at the image's original size "
                     "(regenerate the masks for these images)",
                 )
             out.append(torch.from_numpy(regions))
+        if len({tuple(r.shape) for r in out}) > 1:  # one batch, one size: each at the images'
+            out = [resize_regions(r[None], expected)[0] for r in out]
         return torch.stack(out).to(device)
