@@ -33,7 +33,12 @@ from src.teacher.heads import (
     resolve_head_options,
 )
 from src.teacher.loading import create_clip, warn_unknown_words
-from src.teacher.masks import PAD_REGION, RegionMasks, registered_generators
+from src.teacher.masks import (
+    PAD_REGION,
+    RegionMasks,
+    registered_generators,
+    resolve_generator_options,
+)
 from src.teacher.pamr import pamr
 from src.teacher.refine import CLIP_LOGIT_SCALE
 from src.teacher.text import (
@@ -142,8 +147,11 @@ class DenseClipTeacher(pl.LightningModule):
         if spec.precheck is not None:
             spec.precheck(HeadSetup(None, clip_model, proxy=proxy, proxy_weights=proxy_weights))
         #: the region masks (``teacher.masks``; ``None``: off), built before the CLIP loads
-        self.region_masks = _region_masks(masks, masks_options, self.cache_dir)
-        _check_regions(head, self.region_masks)
+        masks = _masks_choice(masks, masks_options)
+        _check_regions(head, masks)  # before the generator loads its weights
+        self.region_masks = (
+            None if masks is None else RegionMasks(masks, masks_options, self.cache_dir)
+        )
         #: ``teacher.logit_scale`` as given (``None``: each head's own, set by :meth:`set_head`)
         self.logit_scale_override = None if logit_scale is None else float(logit_scale)
         check_background_options(
@@ -188,7 +196,8 @@ class DenseClipTeacher(pl.LightningModule):
         head = str(head)
         spec = head_spec(head)
         options = resolve_head_options(head, head_options)
-        _check_regions(head, getattr(self, "region_masks", None))
+        masks = getattr(self, "region_masks", None)
+        _check_regions(head, None if masks is None else masks.name)
         check_head_fits(head, self.clip.visual, self.clip_model)
         setup = HeadSetup(
             self.clip.visual,
@@ -500,11 +509,9 @@ REFINEMENTS = ("pamr", "tlp")
 REFINE_OPTIONS: dict[str, dict[str, Any]] = {"pamr": {}, "tlp": {"grid": TLP_GRID}}
 
 
-def _region_masks(
-    masks: str | None, options: Mapping[str, Any] | None, cache_dir: str | None
-) -> RegionMasks | None:
-    """``teacher.masks`` built (``None``, ``none``, ``null``: off); options without a
-    generator are one line."""
+def _masks_choice(masks: str | None, options: Mapping[str, Any] | None) -> str | None:
+    """``teacher.masks`` checked (``None``, ``none``, ``null``: off): a registered generator
+    and its options (an unknown one, or options without a generator: one line)."""
     if masks in (None, False, "", "none", "None", "null"):
         if plain_config(options or {}):
             raise UserError(
@@ -512,10 +519,11 @@ def _region_masks(
                 f"name a generator: teacher.masks={' | '.join(registered_generators())}",
             )
         return None
-    return RegionMasks(str(masks), options, cache_dir)
+    resolve_generator_options(str(masks), options)
+    return str(masks)
 
 
-def _check_regions(head: str, masks: RegionMasks | None) -> None:
+def _check_regions(head: str, masks: str | None) -> None:
     """A head that reads regions needs ``teacher.masks``; masks need a head that reads or
     votes with them (one line each)."""
     spec = head_spec(head)
@@ -533,7 +541,7 @@ def _check_regions(head: str, masks: RegionMasks | None) -> None:
         )
     if masks is not None and not spec.needs_regions and spec.region_vote is None:
         raise UserError(
-            f"teacher.masks={masks.name} is set but teacher.head={head} reads no region masks",
+            f"teacher.masks={masks} is set but teacher.head={head} reads no region masks",
             "set teacher.masks=null, or use a head that reads them"
             + (f": {', '.join(readers)}" if readers else ""),
         )

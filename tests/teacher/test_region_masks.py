@@ -292,7 +292,7 @@ def test_learned_generators_without_weights_are_one_line(heads, tmp_path: Path, 
     assert f"teacher.masks_options.{option}={tmp_path / 'missing'} is not a" in _one_line(err)
 
 
-def test_a_missing_package_is_one_line_naming_the_extra(heads, monkeypatch) -> None:
+def test_a_missing_package_is_one_line_naming_the_extra(heads, monkeypatch, tmp_path) -> None:
     import importlib.util
 
     real = importlib.util.find_spec
@@ -300,6 +300,12 @@ def test_a_missing_package_is_one_line_naming_the_extra(heads, monkeypatch) -> N
                         lambda mod, *a: None if mod in ("sam2", "transformers") else real(mod, *a))  # fmt: skip
     for name, extra in (("sam2", "pip install sam2"), ("mask2former", "pip install transformers")):
         with pytest.raises(UserError) as err:
-            _teacher(name, {"checkpoint": "x"} if name == "sam2" else {"weights": "x"})
+            (tmp_path / "sam2.pt").write_bytes(b"")  # the weights are there, the package not
+            given = (
+                {"checkpoint": str(tmp_path / "sam2.pt")}
+                if name == "sam2"
+                else {"weights": str(tmp_path)}
+            )
+            _teacher(name, given)
         assert f"needs the '{extra.split()[-1]}' package" in _one_line(err)
         assert extra in err.value.fix

@@ -30,9 +30,9 @@ EXTRA = "transformers (and the model saved locally: facebook/mask2former-swin-la
 
 def build(options: Mapping[str, Any]) -> Generator:
     """The Mask2Former generator of the local folder ``options['weights']``."""
-    require_package("transformers", "mask2former", EXTRA)
     folder = require_file(options["weights"], "weights", "mask2former", "a local Mask2Former "
                           "folder (save_pretrained of model and processor)", folder=True)  # fmt: skip
+    require_package("transformers", "mask2former", EXTRA)
     import torch
     from transformers import AutoImageProcessor, Mask2FormerForUniversalSegmentation
 

@@ -100,9 +100,9 @@ def paint(masks: list[dict[str, Any]], shape: tuple[int, int]) -> np.ndarray:
 
 def build(options: Mapping[str, Any]) -> Generator:
     """SAM2's automatic mask generator with ``options`` (the authors' settings by default)."""
-    require_package("sam2", "sam2", EXTRA)
     checkpoint = require_file(options["checkpoint"], "checkpoint", "sam2", "SAM2 weights "
                               "(sam2_hiera_large.pt)", folder=False)  # fmt: skip
+    require_package("sam2", "sam2", EXTRA)
     import torch
 
     sam2 = import_sam2()

@@ -1,0 +1,158 @@
+"""Measure the weights-free region masks (``teacher.masks=superpixels``) on the shapes world:
+how well their regions fit the scenes' shapes, their speed per image, and what a vote with
+them does to a teacher's labels. Prints markdown tables (docs/TEACHERS.md, "Region masks").
+
+    python scripts/measure_masks.py --scenes 100
+
+- fit: regions per image, and the achievable accuracy (ASA): the share of pixels whose
+  region's majority true label is their own (the labels a perfect per-region vote could give);
+- speed: median milliseconds per image at 224 and 448 px (a scene resized bicubic), one thread;
+- vote: val mIoU of ``teacher=tiny_shapes_vit_plain`` with a head, alone and followed by a
+  region vote (each region's pixels take the region's most frequent label: CorrCLIP's map
+  update, written here as a measurement head, not CorrCLIP's code) over superpixels, and over
+  the scenes' own shapes (precomputed, the vote's upper bound).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from src.data.shapes import ShapesConfig, render_scene  # noqa: E402
+from src.teacher.masks import RegionMasks  # noqa: E402
+
+SETTINGS = {
+    "slic (default: 64 segments)": {},
+    "slic, 16 segments": {"segments": 16},
+    "felzenszwalb (scale 100)": {"method": "felzenszwalb"},
+}
+
+
+def asa(regions: np.ndarray, labels: np.ndarray) -> float:
+    """Achievable segmentation accuracy of ``regions`` for ``labels`` (void 255 left out)."""
+    keep = labels != 255
+    r, y = regions[keep].astype(np.int64), labels[keep].astype(np.int64)
+    joint = np.zeros((r.max() + 1, y.max() + 1), dtype=np.int64)
+    np.add.at(joint, (r, y), 1)
+    return float(joint.max(1).sum()) / max(1, keep.sum())
+
+
+def mode_vote(scores: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """Each region's (id != 0) pixels take the region's most frequent argmax label."""
+    out = scores.clone()
+    labels = scores.argmax(1)
+    big = scores.abs().amax() * 4 + 1
+    for b in range(scores.shape[0]):
+        for rid in regions[b].unique().tolist():
+            if rid == 0:
+                continue
+            inside = regions[b] == rid
+            winner = int(torch.mode(labels[b][inside])[0])
+            out[b, winner][inside] += big
+    return out
+
+
+def fit_and_speed(scenes: int) -> None:
+    cfg = ShapesConfig()
+    rows = []
+    for title, options in SETTINGS.items():
+        masks = RegionMasks("superpixels", options)
+        counts, fits = [], []
+        for i in range(scenes):
+            scene = render_scene(cfg, i, "val")
+            regions = masks.one(scene.image, None)
+            counts.append(len(np.unique(regions)))
+            fits.append(asa(regions, scene.mask))
+        times = {}
+        for side in (224, 448):
+            from PIL import Image
+
+            ms = []
+            for i in range(min(scenes, 20)):
+                image = np.asarray(
+                    Image.fromarray(render_scene(cfg, i, "val").image).resize((side, side), 3)
+                )
+                start = time.perf_counter()
+                masks.one(image, None)
+                ms.append(1000 * (time.perf_counter() - start))
+            times[side] = statistics.median(ms)
+        rows.append((title, np.mean(counts), 100 * np.mean(fits), times[224], times[448]))
+    print(f"\nfit and speed, {scenes} val scenes (128 px; speed on 20, resized)\n")
+    print("| superpixels | regions / image | ASA % | ms / image 224 px | ms / image 448 px |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for title, n, fit, t224, t448 in rows:
+        print(f"| {title} | {n:.1f} | {fit:.1f} | {t224:.1f} | {t448:.1f} |")
+
+
+def vote(scenes: int, heads: list[str]) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from src.eval import evaluate
+    from src.teacher.heads import head_spec, register_head, unregister_head
+    from src.utils.task import instantiate
+
+    tmp = Path(tempfile.mkdtemp(prefix="measure_masks_"))
+
+    def run(*overrides: str) -> float:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("eval", overrides=[
+                f"paths.root_dir={ROOT}", f"paths.output_dir={tmp}/out",
+                f"paths.cache_dir={tmp}/cache", "data=shapes", "teacher=tiny_shapes_vit_plain",
+                f"data.dataset_options.val_length={scenes}", "trainer.enable_progress_bar=false",
+                *overrides])  # fmt: skip
+        return 100 * float(evaluate(cfg)["val/miou"])
+
+    # the scenes' own shapes as precomputed masks: the vote's upper bound
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "eval", overrides=["data=shapes", f"data.dataset_options.val_length={scenes}"]
+        )
+    dm = instantiate(cfg.data)
+    raw = dm.build_raw(dm.val_split)
+    shapes = tmp / "shapes"
+    shapes.mkdir()
+    for i in range(len(raw)):
+        s = raw[i]
+        np.savez(shapes / f"{s.name}.npz", instance_mask=s.label.astype(np.int32) + 1)
+    print(f"\nvote, val mIoU % of teacher=tiny_shapes_vit_plain on {scenes} scenes\n")
+    print("| head | alone | + vote, slic 64 | + vote, slic 16 | + vote, felzenszwalb | "
+          "+ vote, the true shapes |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for head in heads:
+        name = f"{head}_vote"
+        register_head(replace(head_spec(head), name=name, region_vote=mode_vote, published=()))
+        try:
+            cells = [run(f"teacher.head={head}")]
+            for options in ("{}", "{segments:16}", "{method:felzenszwalb}"):
+                cells.append(run(f"teacher.head={name}", "teacher.masks=superpixels",
+                                 f"teacher.masks_options={options}"))  # fmt: skip
+            cells.append(run(f"teacher.head={name}", "teacher.masks=precomputed",
+                             f"teacher.masks_options={{dir:{shapes}}}"))  # fmt: skip
+        finally:
+            unregister_head(name)
+        print(f"| {head} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scenes", type=int, default=100)
+    parser.add_argument("--heads", nargs="*", default=["maskclip", "naclip"])
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    fit_and_speed(args.scenes)
+    vote(args.scenes, args.heads)
+
+
+if __name__ == "__main__":
+    main()
