@@ -98,33 +98,47 @@ def fit_and_speed(scenes: int) -> None:
 def vote(scenes: int, heads: list[str]) -> None:
     from hydra import compose, initialize_config_dir
 
-    from src.eval import evaluate
+    from src.batch import IMAGE, NAME, TARGET
+    from src.evaluation.module import EvaluationModule, align_logits
     from src.teacher.heads import head_spec, register_head, unregister_head
     from src.utils.task import instantiate
+    from src.utils.teachers import build_teacher
 
     tmp = Path(tempfile.mkdtemp(prefix="measure_masks_"))
-
-    def run(*overrides: str) -> float:
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose("eval", overrides=[
-                f"paths.root_dir={ROOT}", f"paths.output_dir={tmp}/out",
-                f"paths.cache_dir={tmp}/cache", "data=shapes", "teacher=tiny_shapes_vit_plain",
-                f"data.dataset_options.val_length={scenes}", "trainer.enable_progress_bar=false",
-                *overrides])  # fmt: skip
-        return 100 * float(evaluate(cfg)["val/miou"])
-
-    # the scenes' own shapes as precomputed masks: the vote's upper bound
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "eval", overrides=["data=shapes", f"data.dataset_options.val_length={scenes}"]
-        )
+        cfg = compose("eval", overrides=[
+            f"paths.root_dir={ROOT}", "data=shapes", "teacher=tiny_shapes_vit_plain",
+            f"data.dataset_options.val_length={scenes}"])  # fmt: skip
     dm = instantiate(cfg.data)
     raw = dm.build_raw(dm.val_split)
-    shapes = tmp / "shapes"
+    shapes = tmp / "shapes"  # the scenes' own shapes as precomputed masks: the upper bound
     shapes.mkdir()
     for i in range(len(raw)):
         s = raw[i]
         np.savez(shapes / f"{s.name}.npz", instance_mask=s.label.astype(np.int32) + 1)
+
+    normalised: list[bool] = []
+
+    def miou(head: str, masks: str | None = None, options: dict | None = None) -> float:
+        """Val mIoU (%) as ``src.eval`` scores it (its EvaluationModule's step)."""
+        node = cfg.teacher.copy()
+        node.head, node.masks, node.masks_options = head, masks, options
+        teacher = build_teacher(node, dm.teacher_class_names, cache_dir=str(tmp / "cache"))
+        if not normalised:  # one CLIP: one normalisation for every run
+            dm.set_normalization(teacher.mean, teacher.std)
+            normalised.append(True)
+        module = EvaluationModule(teacher, num_classes=dm.num_classes,
+                                  class_offset=dm.class_offset)  # fmt: skip
+        with torch.no_grad():
+            for batch in dm.val_dataloader():
+                names = batch[NAME] if teacher.needs_image_names else None
+                size = tuple(batch[TARGET].shape[-2:])
+                logits = module.model_scores(batch[IMAGE], size, names=names)
+                logits = align_logits(logits, dm.num_classes, dm.class_offset)
+                module.metric.update(logits.argmax(1), batch[TARGET])
+        module._finish()
+        return 100 * float(module.scores["miou"])
+
     print(f"\nvote, val mIoU % of teacher=tiny_shapes_vit_plain on {scenes} scenes\n")
     print("| head | alone | + vote, slic 64 | + vote, slic 16 | + vote, felzenszwalb | "
           "+ vote, the true shapes |")  # fmt: skip
@@ -133,12 +147,10 @@ def vote(scenes: int, heads: list[str]) -> None:
         name = f"{head}_vote"
         register_head(replace(head_spec(head), name=name, region_vote=mode_vote, published=()))
         try:
-            cells = [run(f"teacher.head={head}")]
-            for options in ("{}", "{segments:16}", "{method:felzenszwalb}"):
-                cells.append(run(f"teacher.head={name}", "teacher.masks=superpixels",
-                                 f"teacher.masks_options={options}"))  # fmt: skip
-            cells.append(run(f"teacher.head={name}", "teacher.masks=precomputed",
-                             f"teacher.masks_options={{dir:{shapes}}}"))  # fmt: skip
+            cells = [miou(head)]
+            for options in ({}, {"segments": 16}, {"method": "felzenszwalb"}):
+                cells.append(miou(name, "superpixels", options))
+            cells.append(miou(name, "precomputed", {"dir": str(shapes)}))
         finally:
             unregister_head(name)
         print(f"| {head} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
