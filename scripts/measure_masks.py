@@ -159,11 +159,21 @@ def vote(scenes: int, heads: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenes", type=int, default=100)
-    parser.add_argument("--heads", nargs="*", default=["maskclip", "naclip"])
+    parser.add_argument("--heads", nargs="*", default=None,
+                        help="default: every registered head that needs no extra weights and "
+                        "reads no regions itself")  # fmt: skip
+    parser.add_argument("--skip-fit", action="store_true", help="the vote table only")
     args = parser.parse_args()
+    from src.teacher.heads import head_spec, registered_heads
+
+    heads = args.heads or [
+        h for h in registered_heads()
+        if not head_spec(h).needs_weights and not head_spec(h).needs_regions
+    ]  # fmt: skip
     torch.set_num_threads(1)
-    fit_and_speed(args.scenes)
-    vote(args.scenes, args.heads)
+    if not args.skip_fit:
+        fit_and_speed(args.scenes)
+    vote(args.scenes, heads)
 
 
 if __name__ == "__main__":

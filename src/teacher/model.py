@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -315,7 +315,7 @@ class DenseClipTeacher(pl.LightningModule):
         return self.region_masks is not None and not self.region_masks.reads_pixels
 
     @property
-    def region_vote(self):
+    def region_vote(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
         """The head's vote on the class scores with the region map (``None``: no masks, or
         the head has none)."""
         return None if self.region_masks is None else self.dense_head.spec.region_vote
