@@ -271,6 +271,13 @@ def test_bad_mask_input_is_one_line(heads, tmp_path: Path) -> None:
     with pytest.raises(UserError) as err:
         teacher.predict_logits(x, size=(45, 62), names=["wrongkey"])
     assert "has no 'instance_mask' array" in _one_line(err)
+    # the image file's own stem where the sample id drops a suffix (Cityscapes)
+    np.savez(masks / "berlin_000_leftImg8bit.npz", instance_mask=np.zeros((45, 62), np.int32))
+    assert teacher.region_maps(x, (45, 62), ["berlin_000"]).shape == (1, 45, 62)
+    np.savez(masks / "berlin_000_other.npz", instance_mask=np.zeros((45, 62), np.int32))
+    fresh = _teacher(options={"dir": str(masks)})  # two such files: neither is taken
+    with pytest.raises(UserError, match="no mask for image 'berlin_000'"):
+        fresh.region_maps(x, (45, 62), ["berlin_000"])
     np.savez(masks / "floats.npz", instance_mask=np.zeros((45, 62), dtype=np.float32))
     with pytest.raises(UserError) as err:
         teacher.predict_logits(x, size=(45, 62), names=["floats"])

@@ -1,10 +1,14 @@
 """``teacher.masks=precomputed``: region maps read from a folder, one ``<stem>.npz`` per image
 with key ``instance_mask`` at the image's original size: the format CorrCLIP publishes for
 its SAM2 masks (``CorrCLIPv1/corrclip_segmentor.py``, ``generate_mask``), so its table is
-reproduced without running SAM2."""
+reproduced without running SAM2. An image is found by its sample id (its file stem), or by
+``<id>_<suffix>.npz`` when that is the only such file: the image file's stem where the id
+drops a suffix (Cityscapes' ``<id>_leftImg8bit``, as CorrCLIP names its files)."""
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,6 +57,25 @@ def build(options: Mapping[str, Any]) -> Generator:
     folder = Path(require_file(options["dir"], "dir", "precomputed", "a folder of <image stem>.npz "
                                "masks", folder=True))  # fmt: skip
 
+    #: the folder's stems, sorted, and the folder's time when listed (listed again when the
+    #: folder changes: a long-running page sees files added later)
+    listing: list[str] = []
+    listed: list[int] = [-1]
+
+    def suffixed(stem: str) -> Path | None:
+        """``<stem>_<suffix>.npz`` when it is the only such file: the image file's own stem
+        where the sample's id drops a suffix (Cityscapes' ``<id>_leftImg8bit``)."""
+        stamp = folder.stat().st_mtime_ns
+        if listed[0] != stamp:
+            listing[:] = sorted(path.stem for path in folder.glob("*.npz"))
+            listed[0] = stamp
+        prefix = f"{stem}_"
+        start = bisect.bisect_left(listing, prefix)
+        found = list(
+            itertools.takewhile(lambda s: s.startswith(prefix), listing[start : start + 2])
+        )
+        return folder / f"{found[0]}.npz" if len(found) == 1 else None
+
     def generate(image: np.ndarray | None, stem: str | None, device: Any = None) -> np.ndarray:
         if stem is None:
             raise UserError(
@@ -62,6 +85,8 @@ def build(options: Mapping[str, Any]) -> Generator:
                 "teacher.masks=superpixels|sam2|mask2former, which read the pixels",
             )
         file = folder / f"{stem}.npz"
+        if not file.is_file():
+            file = suffixed(stem) or file
         if not file.is_file():
             raise UserError(
                 f"teacher.masks=precomputed: no mask for image '{stem}' ({file} does not exist)",
