@@ -10,7 +10,8 @@ them does to a teacher's labels. Prints markdown tables (docs/TEACHERS.md, "Regi
 - vote: val mIoU of ``teacher=tiny_shapes_vit_plain`` with a head, alone and followed by a
   region vote (each region's pixels take the region's most frequent label: CorrCLIP's map
   update, written here as a measurement head, not CorrCLIP's code) over superpixels, and over
-  the scenes' own shapes (precomputed, the vote's upper bound).
+  the scenes' own shapes (precomputed: each connected shape of one class a region, the
+  background none; the vote's upper bound).
 """
 
 from __future__ import annotations
@@ -113,9 +114,15 @@ def vote(scenes: int, heads: list[str]) -> None:
     raw = dm.build_raw(dm.val_split)
     shapes = tmp / "shapes"  # the scenes' own shapes as precomputed masks: the upper bound
     shapes.mkdir()
+    from scipy import ndimage
+
     for i in range(len(raw)):
         s = raw[i]
-        np.savez(shapes / f"{s.name}.npz", instance_mask=s.label.astype(np.int32) + 1)
+        regions = np.zeros(s.label.shape, dtype=np.int32)  # each shape a region, 0 elsewhere
+        for c in np.unique(s.label[(s.label > 0) & (s.label != 255)]):
+            parts, n = ndimage.label(s.label == c)
+            regions[parts > 0] = parts[parts > 0] + regions.max()
+        np.savez(shapes / f"{s.name}.npz", instance_mask=regions)
 
     normalised: list[bool] = []
 
