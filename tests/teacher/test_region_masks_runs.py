@@ -178,16 +178,23 @@ def test_the_8_benchmarks_run_with_precomputed_masks_in_their_real_layouts(
 @pytest.mark.skipif("corrclip" not in registered_heads(), reason="teacher.head=corrclip not here")
 def test_the_corrclip_8_benchmark_command_with_precomputed_masks(tmp_path: Path) -> None:
     """The issue's command: ``python -m src.eval -m protocol=training_free data=<the 8>
-    teacher.head=corrclip teacher.masks=precomputed`` on the generated trees."""
+    teacher.head=corrclip teacher.masks=precomputed`` on the generated trees (DINO ViT-B/8 with
+    random weights as the proxy, for a head that reads one)."""
     make_benchmarks(tmp_path)
     folder = tmp_path / "masks"
     for data in BENCHMARKS:  # one folder for all: the stems differ between the trees
         cfg = compose_protocol(tmp_path, "protocol=training_free", f"data={data}")
         write_masks(cfg, folder)
+    import timm
+    import torch
+
+    dino = timm.create_model("vit_base_patch8_224.dino", pretrained=False, num_classes=0)
+    torch.save({k: v.half() for k, v in dino.state_dict().items()}, tmp_path / "dino.pth")
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "src.eval", "-m", "protocol=training_free",
                f"data={','.join(BENCHMARKS)}", "teacher=tiny_vit_test", "teacher.head=corrclip",
                "teacher.masks=precomputed", f"teacher.masks_options={{dir:{folder}}}",
+               "teacher.proxy=dino_vitb8", f"teacher.proxy_weights={tmp_path / 'dino.pth'}",
                f"paths.data_dir={tmp_path}", f"paths.log_dir={tmp_path}/logs",
                f"paths.cache_dir={tmp_path}/cache", "data.num_workers=0"]  # fmt: skip
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
