@@ -213,6 +213,10 @@ def teacher_throughput(
     names = [f"class {i}" for i in range(classes)]
     precision, autocast = DTYPES[dtype]
     options: dict[str, Any] = {"head": head} if teacher_has_head_option() else {}
+    from src.teacher.heads import head_spec
+
+    if options and head_spec(head).needs_regions:  # weights-free region masks, uncached
+        options["masks"] = "superpixels"
     row: dict[str, Any] = {"model": clip_model, "head": head, "size": size, "batch": batch,
                            "classes": classes, "dtype": dtype, "compile": compiled}  # fmt: skip
     try:

@@ -68,6 +68,7 @@ def run_one(model: str, head: str, refine: str | None, proxy_file: str | None, a
     """One point, in this process."""
     import torch
 
+    from src.teacher.heads import head_spec
     from src.teacher.model import DenseClipTeacher
 
     torch.set_num_threads(args.threads)
@@ -81,6 +82,9 @@ def run_one(model: str, head: str, refine: str | None, proxy_file: str | None, a
         refine=refine,
         proxy="dino_vitb8",
         proxy_weights=proxy_file,
+        # heads that read region masks get the weights-free ones, computed in every forward
+        # (no cache): their time is in the head's
+        masks="superpixels" if head_spec(head).needs_regions else None,
     )
     device = torch.device(args.device)
     cuda = device.type == "cuda"

@@ -55,8 +55,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
         variants += [(h, head_spec(h).authors_refine) for h in args.heads
                      if head_spec(h).authors_refine]  # fmt: skip
     for head, refine in variants:
+        masks = "superpixels" if head_spec(head).needs_regions else None  # weights-free
         teacher = DenseClipTeacher(clip_model=args.teacher, pretrained="shapes",
-                                   class_names=CLASSES, head=head, refine=refine)  # fmt: skip
+                                   class_names=CLASSES, head=head, refine=refine,
+                                   masks=masks)  # fmt: skip
         title = head + (f" + {refine.upper()}" if refine else "")
         models.append(GridModel(title=title, predictor=predictor_from_teacher(teacher)))
     images = [(f"val {i}", render_scene(ShapesConfig(), i, "val").image) for i in args.scenes]

@@ -208,7 +208,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
                 log.error("skipping %s: %s", path, err.problem)
                 failed.append({"input": str(path), "error": err.problem})
                 continue
-            decoded = predict_image(predictor, rgb, settings, device)
+            decoded = predict_image(predictor, rgb, settings, device, name=Path(path).stem)
             try:
                 record = write_outputs(out_dir, stem, rgb, decoded, names, palette, settings)
                 legend.add({"input": str(path), **record})

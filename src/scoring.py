@@ -12,6 +12,12 @@ only the settings (output size, windows):
 - a *reducer* (``None``: the scores are the classes'): ``(B, Q, H, W)`` -> ``(B, C, H, W)``
   (the teacher's names -> classes and its background channel).
 
+With region masks (``teacher.masks``) a caller also gives ``regions``, a (B, H0, W0) int32
+region map (0: no region) at any size, and a ``vote``: the map is resized nearest (CorrCLIP's
+``F.interpolate(..., mode="nearest")``) to the scorer's input size and cropped with each
+window, and the scorer is called as ``scorer(images, regions=crop_map)``; after the classes,
+``vote(class scores, map resized nearest to the output size)`` (CorrCLIP's map update).
+
 The order is the training-free authors' (NACLIP's ``predict``: slide, resize the logits to the
 image, then PAMR on the image resized to it, then softmax / best name / threshold). Used by
 the teacher's ``predict_logits`` (evaluation and the student's teacher labels), the student's,
@@ -28,9 +34,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-Scorer = Callable[[torch.Tensor], torch.Tensor]
+Scorer = Callable[..., torch.Tensor]  #: ``scorer(images)``, or ``scorer(images, regions=map)``
 Refiner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Reducer = Callable[[torch.Tensor], torch.Tensor]
+Vote = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  #: (scores, regions) -> scores
 
 
 @dataclass(frozen=True)
@@ -66,12 +73,34 @@ def upsample(scores: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
 
 
+def resize_regions(regions: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """(B, H0, W0) int32 region map resized nearest to ``size`` (as CorrCLIP:
+    ``F.interpolate(m[:, None].float(), size, mode="nearest").int()``); as it is when already
+    that size."""
+    size = (int(size[0]), int(size[1]))
+    if tuple(regions.shape[-2:]) == size:
+        return regions.int()
+    return F.interpolate(regions[:, None].float(), size=size, mode="nearest")[:, 0].int()
+
+
+def _score(scorer: Scorer, images: torch.Tensor, regions: torch.Tensor | None) -> torch.Tensor:
+    return scorer(images) if regions is None else scorer(images, regions=regions)
+
+
 @torch.no_grad()
 def sliding_window_logits(
-    scorer: Scorer, image: torch.Tensor, *, window: int, stride: int, batch_size: int = 4
+    scorer: Scorer,
+    image: torch.Tensor,
+    *,
+    window: int,
+    stride: int,
+    batch_size: int = 4,
+    regions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(1, 3, H, W) -> (1, Q, H, W) scores averaged over overlapping crops (each crop's scores
-    brought to the crop's size first); an image smaller than the window is one crop."""
+    brought to the crop's size first); an image smaller than the window is one crop.
+    ``regions``: the image's (1, H, W) region map, cropped with each window and given to the
+    scorer (``scorer(crops, regions=crop_maps)``)."""
     Windows(window, stride, batch_size)  # validates
     _, _, h, w = image.shape
     boxes = [
@@ -84,7 +113,12 @@ def sliding_window_logits(
     for start in range(0, len(boxes), max(1, batch_size)):
         group = boxes[start : start + batch_size]
         crops = torch.cat([image[..., y0:y1, x0:x1] for y0, x0, y1, x1 in group])
-        logits = upsample(scorer(crops).float(), crops.shape[-2:])
+        maps = (
+            None
+            if regions is None
+            else torch.cat([regions[..., y0:y1, x0:x1] for y0, x0, y1, x1 in group])
+        )
+        logits = upsample(_score(scorer, crops, maps).float(), crops.shape[-2:])
         if total is None:
             total = logits.new_zeros(1, logits.shape[1], h, w)
         for (y0, x0, y1, x1), crop_logits in zip(group, logits, strict=True):
@@ -101,13 +135,18 @@ def dense_scores(
     size: Sequence[int] | None = None,
     windows: Windows | None = None,
     refine: Refiner | None = None,
+    regions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, 3, h, w) normalised images -> (B, Q, H, W) scores at ``size`` (default: the
     input's): the scorer on the whole image or over ``windows`` (per image), upsampled, then
-    refined with the images resized to ``size`` (``refine``; ``None``: off)."""
+    refined with the images resized to ``size`` (``refine``; ``None``: off). ``regions``: a
+    (B, H0, W0) region map, resized nearest to (h, w) and cropped with the windows for the
+    scorer."""
     out = tuple(images.shape[-2:]) if size is None else (int(size[0]), int(size[1]))
+    if regions is not None:
+        regions = resize_regions(regions, images.shape[-2:])
     if windows is None:
-        scores = scorer(images)
+        scores = _score(scorer, images, regions)
     else:
         scores = torch.cat(
             [
@@ -117,8 +156,9 @@ def dense_scores(
                     window=windows.window,
                     stride=windows.stride,
                     batch_size=windows.batch,
+                    regions=None if regions is None else regions[i : i + 1],
                 )
-                for image in images
+                for i, image in enumerate(images)
             ]
         )
     scores = upsample(scores, out)
@@ -135,8 +175,16 @@ def score_images(
     windows: Windows | None = None,
     refine: Refiner | None = None,
     reduce: Reducer | None = None,
+    regions: torch.Tensor | None = None,
+    vote: Vote | None = None,
 ) -> torch.Tensor:
     """(B, 3, h, w) normalised images -> (B, C, H, W) class scores at ``size``: the whole
-    composition (:func:`dense_scores`, then ``reduce``)."""
-    scores = dense_scores(scorer, images, size=size, windows=windows, refine=refine)
-    return scores if reduce is None else reduce(scores)
+    composition (:func:`dense_scores`, then ``reduce``, then ``vote`` with ``regions``
+    resized nearest to ``size``, when both are given)."""
+    scores = dense_scores(
+        scorer, images, size=size, windows=windows, refine=refine, regions=regions
+    )
+    scores = scores if reduce is None else reduce(scores)
+    if vote is not None and regions is not None:
+        scores = vote(scores, resize_regions(regions, scores.shape[-2:]))
+    return scores

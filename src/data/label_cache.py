@@ -82,12 +82,16 @@ def _name(raw: Any, index: int) -> str:
 
 
 @torch.no_grad()
-def teacher_label(pl_module: Any, image: np.ndarray, transform: Any) -> np.ndarray:
-    """The teacher's (H, W) uint8 labels of one uint8 RGB image (255: no class)."""
+def teacher_label(
+    pl_module: Any, image: np.ndarray, transform: Any, name: str | None = None
+) -> np.ndarray:
+    """The teacher's (H, W) uint8 labels of one uint8 RGB image (255: no class; ``name``: its
+    file stem, for precomputed region masks)."""
     h, w = image.shape[:2]
     x = transform(image=image)["image"]
     x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].to(pl_module.device)
-    scores = pl_module.teacher_logits(x, size=(h, w)).float()
+    extra = {} if name is None else {"names": [name]}
+    scores = pl_module.teacher_logits(x, size=(h, w), **extra).float()
     labels = scores.argmax(1)[0]
     labels[~torch.isfinite(scores).any(1)[0]] = NO_CLASS
     return labels.to(torch.uint8).cpu().numpy()
@@ -139,7 +143,8 @@ class TeacherLabelCache(pl.Callback):
         pl_module.eval()
         for i in tqdm(todo, desc="teacher labels", unit="img", disable=len(todo) < 2):
             sample = raw[i]
-            mask = teacher_label(pl_module, sample.image, transform)
+            name = sample.name if getattr(pl_module.teacher, "needs_image_names", False) else None
+            mask = teacher_label(pl_module, sample.image, transform, name)
             atomic_save_image(labels.path(sample.name), Image.fromarray(mask, mode="L"))
         pl_module.train(was_training)
         self.filled, self.fill_seconds = len(todo), time.perf_counter() - start

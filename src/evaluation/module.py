@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from src.batch import IMAGE, TARGET
+from src.batch import IMAGE, NAME, TARGET
 from src.errors import UserError
 from src.evaluation.metrics import SegmentationMetrics, segmentation_scores
 from src.scoring import Windows
@@ -67,16 +67,21 @@ class EvaluationModule(pl.LightningModule):
 
     def _step(self, batch: Mapping[str, Any]) -> None:
         target = batch[TARGET]
-        logits = self.model_scores(batch[IMAGE], tuple(target.shape[-2:]))
+        names = batch.get(NAME) if getattr(self.model, "needs_image_names", False) else None
+        logits = self.model_scores(batch[IMAGE], tuple(target.shape[-2:]), names=names)
         logits = align_logits(logits, self.num_classes, self.class_offset)
         self.metric.update(logits.argmax(dim=1), target)
 
-    def model_scores(self, images: Tensor, size: tuple[int, int]) -> Tensor:
+    def model_scores(
+        self, images: Tensor, size: tuple[int, int], names: Sequence[str] | None = None
+    ) -> Tensor:
         """The model's (B, C, H, W) class scores of normalised ``images`` at ``size`` (over
-        :attr:`windows` when set)."""
+        :attr:`windows` when set; ``names``: the images' file stems, for a teacher that reads
+        its region masks by them, ``teacher.masks=precomputed``)."""
+        kwargs: dict[str, Any] = {} if names is None else {"names": list(names)}
         if self.windows is None:
-            return self.model.predict_logits(images, size=size)
-        return self.model.predict_logits(images, size=size, windows=self.windows)
+            return self.model.predict_logits(images, size=size, **kwargs)
+        return self.model.predict_logits(images, size=size, windows=self.windows, **kwargs)
 
     def _finish(self) -> None:
         with self.metric.sync_context():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -114,7 +115,9 @@ def build_grid(
                 raise UserError(f"image {name!r} is not (H, W, 3) RGB: {image.shape}")
             row = GridRow(name=name, image=image)
             for model in models:
-                decoded = predict_image(model.predictor, image, settings, device)
+                decoded = predict_image(
+                    model.predictor, image, settings, device, name=Path(str(name)).stem
+                )
                 assert decoded.confidence is not None
                 row.masks[model.title] = luts[model.title][decoded.mask.cpu().numpy()]
                 conf = decoded.confidence[phrase_index[model.title]].cpu().numpy()

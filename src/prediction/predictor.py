@@ -43,6 +43,14 @@ class Predictor:
     background: bool = False  #: class score 0 is "none of these" (mask 255), class i is i + 1
     #: (images, scores) at the image's size -> refined scores, after windows and resizing (PAMR)
     refine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    #: (normalised images, the image's size, its file stem or None) -> (1, H, W) region map
+    #: or None (``teacher.masks``); None: the model reads no regions
+    regions: Callable[[torch.Tensor, tuple[int, int], str | None], torch.Tensor | None] | None = (
+        None
+    )
+    #: (class scores, region map at their size) -> class scores, after ``reduce`` (the head's
+    #: region vote); None: no vote
+    vote: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
 
 def predictor_from_teacher(teacher: DenseClipTeacher) -> Predictor:
@@ -67,6 +75,10 @@ def predictor_from_teacher(teacher: DenseClipTeacher) -> Predictor:
         reduce=teacher.classify,
         background=bool(teacher.has_background),
         refine=teacher.refiner,
+        regions=None
+        if teacher.region_masks is None
+        else lambda x, size, name: teacher.region_maps(x, size, [name]),
+        vote=teacher.region_vote,
     )
 
 
@@ -162,17 +174,24 @@ def choose_device(name: str) -> torch.device:
 
 
 def predict_image(
-    predictor: Predictor, image: np.ndarray, settings: Settings, device: torch.device
+    predictor: Predictor,
+    image: np.ndarray,
+    settings: Settings,
+    device: torch.device,
+    *,
+    name: str | None = None,
 ) -> Decoded:
     """(H, W, 3) uint8 image -> :class:`~src.prediction.decode.Decoded` at the image's size:
     resized for the model, normalised, scored through the one scoring path
     (:func:`src.scoring.dense_scores`: whole image or sliding windows, upsampled, refined),
-    then reduced to classes and decoded."""
+    then reduced to classes and decoded. ``name``: the image's file stem (precomputed region
+    masks are read by it); with region masks their vote follows the classes
+    (:func:`src.scoring.score_images`)."""
     import torch
 
     from src.prediction.decode import decode_logits
     from src.prediction.windows import resize_short_side
-    from src.scoring import Windows, dense_scores
+    from src.scoring import Windows, dense_scores, score_images
 
     h, w = image.shape[:2]
     x = torch.from_numpy(np.array(image, dtype=np.uint8)).to(device).permute(2, 0, 1)[None]
@@ -190,7 +209,16 @@ def predict_image(
     # image, then PAMR); without one the decoder upsamples them in bands (same values, less
     # memory than K x H x W floats)
     size = (h, w) if predictor.refine is not None else None
-    logits = dense_scores(predictor.scorer, x, size=size, windows=windows, refine=predictor.refine)
+    regions = None if predictor.regions is None else predictor.regions(x, (h, w), name)
+    reduce = predictor.reduce
+    if regions is not None and predictor.vote is not None:  # the vote acts on the classes
+        logits = score_images(predictor.scorer, x, size=(h, w), windows=windows,
+                              refine=predictor.refine, reduce=reduce, regions=regions,
+                              vote=predictor.vote)  # fmt: skip
+        reduce = None
+    else:
+        logits = dense_scores(predictor.scorer, x, size=size, windows=windows,
+                              refine=predictor.refine, regions=regions)  # fmt: skip
     scale = predictor.logit_scale if settings.logit_scale is None else settings.logit_scale
     return decode_logits(
         logits[0],
@@ -198,7 +226,7 @@ def predict_image(
         scale=scale,
         threshold=settings.threshold,
         confidence_maps=settings.confidence_maps,
-        reduce=predictor.reduce,
+        reduce=reduce,
         background=predictor.background,
         keep_logits=settings.save_logits,
     )

@@ -120,7 +120,9 @@ class ValidationImages(pl.Callback):
         size = target.shape[-2:]
         with torch.no_grad():
             student = pl_module.predict_logits(images, size).argmax(1).cpu().numpy()
-            teacher = pl_module.teacher_logits(images, size).argmax(1).cpu().numpy()
+            by_name = getattr(pl_module.teacher, "needs_image_names", False) and names
+            teacher = pl_module.teacher_logits(images, size, names=names if by_name else None)
+            teacher = teacher.argmax(1).cpu().numpy()
         truth = target.cpu().numpy()
         mean, std = pl_module.mean, pl_module.std
         folder = Path(self.dirpath or Path(trainer.default_root_dir) / "val_images")

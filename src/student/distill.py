@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from src.batch import IMAGE
+from src.batch import IMAGE, NAME
 from src.errors import UserError
 from src.pictures.panels import denormalise, panel
 from src.utils.io import atomic_save_image, atomic_save_json, atomic_write_text
@@ -103,9 +103,13 @@ class AgreementMeter:
         }
 
 
-def _masks(pl_module: Any, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(teacher mask, teacher confidence, student mask, student confidence) of a batch."""
-    t_scores = pl_module.teacher_logits(images).float()
+def _masks(
+    pl_module: Any, images: torch.Tensor, names: list[str] | None = None
+) -> tuple[torch.Tensor, ...]:
+    """(teacher mask, teacher confidence, student mask, student confidence) of a batch
+    (``names``: the images' file stems, for a teacher that reads its region masks by them)."""
+    extra = {} if names is None else {"names": names}
+    t_scores = pl_module.teacher_logits(images, **extra).float()
     none = ~torch.isfinite(t_scores).any(1)  # the teacher's background words won there
     scale = float(getattr(pl_module.teacher, "logit_scale", 1.0))
     t_prob = F.softmax(scale * t_scores.masked_fill(none[:, None], 0.0), dim=1)
@@ -210,7 +214,11 @@ class DistillReport(pl.Callback):
         loader = trainer.datamodule.val_dataloader()
         for batch in loader:
             images = batch[IMAGE].to(pl_module.device)
-            t_mask, t_conf, s_mask, s_conf = (x.cpu().numpy() for x in _masks(pl_module, images))
+            by_name = getattr(pl_module.teacher, "needs_image_names", False)
+            names = list(batch[NAME]) if by_name else None
+            t_mask, t_conf, s_mask, s_conf = (
+                x.cpu().numpy() for x in _masks(pl_module, images, names)
+            )
             for i in range(images.shape[0]):
                 meter.update(t_mask[i], s_mask[i], t_conf[i], s_conf[i])
                 if len(rows) < self.num_images:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from src.batch import BACKGROUND, CANDIDATES, IGNORE_INDEX, IMAGE, TARGET, UNLABELLED
+from src.batch import BACKGROUND, CANDIDATES, IGNORE_INDEX, IMAGE, NAME, TARGET, UNLABELLED
 from src.errors import UserError
 from src.scoring import Windows, score_images
 from src.student.backbones import ClipResNetBackbone, build_backbone
@@ -417,7 +417,12 @@ class DenseClipPlus(pl.LightningModule):
         return score_images(self._eval_net(), images, size=size, windows=windows)
 
     @torch.no_grad()
-    def teacher_logits(self, images: Tensor, size: Sequence[int] | None = None) -> Tensor:
+    def teacher_logits(
+        self,
+        images: Tensor,
+        size: Sequence[int] | None = None,
+        names: Sequence[str] | None = None,
+    ) -> Tensor:
         """The teacher's (B, K, H, W) scores in the student's class space.
 
         A teacher without background scores the counted background as the lowest value. A
@@ -426,7 +431,10 @@ class DenseClipPlus(pl.LightningModule):
         gives to background get ``-inf`` on every class, which leaves them out of its pseudo
         labels (:func:`~src.student.targets.build_targets`).
         """
-        scores = self.teacher.predict_logits(images, size=None if size is None else tuple(size))
+        extra = {} if names is None else {"names": list(names)}  # precomputed region masks
+        scores = self.teacher.predict_logits(
+            images, size=None if size is None else tuple(size), **extra
+        )
         if getattr(self.teacher, "has_background", False):
             if self.class_offset:
                 return scores
@@ -545,7 +553,9 @@ class DenseClipPlus(pl.LightningModule):
         size = target.shape[-2:]
         self.validation.update_student(self.predict_logits(images, size).argmax(1), target)
         if self.validation.wants_teacher:
-            self.validation.update_teacher(self.teacher_logits(images, size).argmax(1), target)
+            names = batch.get(NAME) if getattr(self.teacher, "needs_image_names", False) else None
+            scores = self.teacher_logits(images, size, names=names)
+            self.validation.update_teacher(scores.argmax(1), target)
 
     def on_validation_epoch_end(self) -> None:
         metrics = self.validation.compute(sanity=self.trainer.sanity_checking)

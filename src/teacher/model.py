@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,16 @@ from src.teacher.heads import (
     default_head,
     head_spec,
     plain_config,
+    registered_heads,
     resolve_head_options,
 )
 from src.teacher.loading import create_clip, warn_unknown_words
+from src.teacher.masks import (
+    PAD_REGION,
+    RegionMasks,
+    registered_generators,
+    resolve_generator_options,
+)
 from src.teacher.pamr import pamr
 from src.teacher.precision import full_precision
 from src.teacher.refine import CLIP_LOGIT_SCALE
@@ -90,6 +97,12 @@ class DenseClipTeacher(pl.LightningModule):
         logit_scale: the temperature of those probabilities (and of prediction's confidences);
             ``None``: the head's own (its authors' softmax scale: 100 for DenseCLIP, CLIP's
             and MaskCLIP's; the training-free heads use 40 or 50).
+        masks: the region-mask generator (:mod:`src.teacher.masks`: ``precomputed``,
+            ``superpixels``, ``sam2``, ``mask2former``) for heads that read regions (their
+            spec's ``needs_regions``, ``region_vote``); ``None``: no masks (the default).
+        masks_options: the generator's settings beyond its defaults (``precomputed``: ``dir``;
+            ``sam2``: ``checkpoint``; ``mask2former``: ``weights``); its maps are cached per
+            image under ``cache_dir``.
 
     With background words or a threshold the teacher has a background: its class scores gain a
     channel 0 for it (``has_background``), the data's background where it is counted.
@@ -119,6 +132,8 @@ class DenseClipTeacher(pl.LightningModule):
         background: str | Sequence[str] | None = None,
         background_threshold: float | None = None,
         logit_scale: float | None = None,
+        masks: str | None = None,
+        masks_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         # the keyword arguments that rebuild this teacher (the student stores them)
@@ -143,6 +158,12 @@ class DenseClipTeacher(pl.LightningModule):
         spec = head_spec(head)
         if spec.precheck is not None:
             spec.precheck(HeadSetup(None, clip_model, proxy=proxy, proxy_weights=proxy_weights))
+        #: the region masks (``teacher.masks``; ``None``: off), built before the CLIP loads
+        masks = _masks_choice(masks, masks_options)
+        _check_regions(head, masks)  # before the generator loads its weights
+        self.region_masks = (
+            None if masks is None else RegionMasks(masks, masks_options, self.cache_dir)
+        )
         #: ``teacher.logit_scale`` as given (``None``: each head's own, set by :meth:`set_head`)
         self.logit_scale_override = None if logit_scale is None else float(logit_scale)
         check_background_options(
@@ -187,6 +208,8 @@ class DenseClipTeacher(pl.LightningModule):
         head = str(head)
         spec = head_spec(head)
         options = resolve_head_options(head, head_options)
+        masks = getattr(self, "region_masks", None)
+        _check_regions(head, None if masks is None else masks.name)
         check_head_fits(head, self.clip.visual, self.clip_model)
         setup = HeadSetup(
             self.clip.visual,
@@ -284,6 +307,7 @@ class DenseClipTeacher(pl.LightningModule):
         } | {
             "head_options": plain_config(self.hparams.get("head_options") or {}),
             "refine_options": plain_config(self.hparams.get("refine_options") or {}),
+            "masks_options": plain_config(self.hparams.get("masks_options") or {}),
         }
 
     @property
@@ -297,26 +321,63 @@ class DenseClipTeacher(pl.LightningModule):
         probability threshold)."""
         return self.vocabulary.background_words or self.background_threshold is not None
 
+    # ------------------------------------------------------------------ region masks
+    @property
+    def needs_image_names(self) -> bool:
+        """Whether the region maps are read by the images' file stems (``predict_logits``'s
+        ``names``): ``teacher.masks=precomputed``."""
+        return self.region_masks is not None and not self.region_masks.reads_pixels
+
+    @property
+    def region_vote(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        """The head's vote on the class scores with the region map (``None``: no masks, or
+        the head has none)."""
+        return None if self.region_masks is None else self.dense_head.spec.region_vote
+
+    @torch.no_grad()
+    def region_maps(
+        self,
+        images: torch.Tensor,
+        size: Sequence[int] | None = None,
+        names: Sequence[str | None] | None = None,
+    ) -> torch.Tensor | None:
+        """(B, H, W) int32 region maps of (B, 3, h, w) normalised ``images`` (``None`` when
+        ``teacher.masks`` is off): from their pixels at their size, or read by file stem
+        (``names``) at the original size ``size`` (:meth:`RegionMasks.maps`)."""
+        if self.region_masks is None:
+            return None
+        return self.region_masks.maps(images, mean=self.mean, std=self.std, size=size, names=names)
+
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def dense_features(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, D, h, w) per-location CLIP embeddings, before normalisation."""
-        return self._features(images, with_keys=False)[0].float()
+    def dense_features(
+        self, images: torch.Tensor, regions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, D, h, w) per-location CLIP embeddings, before normalisation (``regions``: the
+        images' region map, for heads that read one)."""
+        return self._features(images, with_keys=False, regions=regions)[0].float()
 
-    def _features(self, images: torch.Tensor, *, with_keys: bool):
+    def _features(
+        self, images: torch.Tensor, *, with_keys: bool, regions: torch.Tensor | None = None
+    ):
         text = self.name_embeddings  # heads that label a first pass (ResCLIP) use the names
+        if regions is None and self.dense_head.spec.needs_regions:
+            regions = self.region_maps(images)  # a caller that gave none: from the pixels
         head = self.dense_head
         if getattr(self, "compile_head", False):
             if self.__dict__.get("_compiled_head") is None:  # kept out of the module tree
                 self.__dict__["_compiled_head"] = torch.compile(self.dense_head)
             head = self.__dict__["_compiled_head"]
-        return head(self.clip.visual, images, text=text, with_keys=with_keys)
+        return head(self.clip.visual, images, text=text, with_keys=with_keys, regions=regions)
 
     @torch.no_grad()
-    def dense_scores(self, images: torch.Tensor) -> torch.Tensor:
+    def dense_scores(
+        self, images: torch.Tensor, regions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, Q, h, w) cosine scores of every name at feature resolution (refinements applied
-        if on); Q = K for single-name classes without background words."""
-        feats, keys = self._features(images, with_keys=self.key_smoothing)
+        if on); Q = K for single-name classes without background words. ``regions``: the
+        images' (B, H, W) region map, for heads that read one."""
+        feats, keys = self._features(images, with_keys=self.key_smoothing, regions=regions)
         with full_precision(feats.device):  # float32 cosines, also under autocast
             feats = F.normalize(feats.float(), dim=1)
             text = self.name_embeddings.to(feats)
@@ -351,12 +412,16 @@ class DenseClipTeacher(pl.LightningModule):
         *,
         refine: bool = True,
         windows: Windows | None = None,
+        names: Sequence[str | None] | None = None,
     ) -> torch.Tensor:
         """(B, C, H, W) class scores at ``size`` (default: the input's), through the one
         scoring path (:func:`src.scoring.score_images`): the names' scores on the whole image
         or over sliding ``windows``, upsampled to ``size``, refined there (``refine=pamr``,
         unless ``refine=False``), then reduced to classes (:meth:`classify`); C = K, plus the
-        background channel 0 when :attr:`has_background`."""
+        background channel 0 when :attr:`has_background`. With ``teacher.masks`` the images'
+        region maps (:meth:`region_maps`; ``names``: their file stems, which precomputed
+        masks need, ``size`` their original size) go with them and the head's vote follows."""
+        regions = self.region_maps(images, size, names)
         return score_images(
             self.input_scores,
             images,
@@ -364,6 +429,8 @@ class DenseClipTeacher(pl.LightningModule):
             windows=windows,
             refine=self.refiner if refine else None,
             reduce=self.classify,
+            regions=regions,
+            vote=self.region_vote,
         )
 
     def classify(self, name_logits: torch.Tensor) -> torch.Tensor:
@@ -387,28 +454,41 @@ class DenseClipTeacher(pl.LightningModule):
         *,
         refine: bool = True,
         windows: Windows | None = None,
+        names: Sequence[str | None] | None = None,
     ) -> torch.Tensor:
         """(B, Q, H, W) cosine scores of every name at ``size`` (:func:`src.scoring.dense_scores`:
-        whole image or ``windows``, upsampled bilinearly, refined unless ``refine=False``)."""
+        whole image or ``windows``, upsampled bilinearly, refined unless ``refine=False``;
+        with the region maps as in :meth:`predict_logits`, no vote: that acts on classes)."""
         return dense_scores(
             self.input_scores,
             images,
             size=size,
             windows=windows,
             refine=self.refiner if refine else None,
+            regions=self.region_maps(images, size, names),
         )
 
     @torch.no_grad()
-    def input_scores(self, images: torch.Tensor) -> torch.Tensor:
+    def input_scores(
+        self, images: torch.Tensor, regions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The teacher's scorer: (B, 3, h, w) normalised images -> (B, Q, h', w') cosine scores
         of every name, unrefined, on the feature grid (or at the input's size where the input
-        was padded to whole patches: upsampled to the padded size and cropped)."""
+        was padded to whole patches: upsampled to the padded size and cropped). ``regions``:
+        the images' (B, h, w) region map (padded as the images, with id
+        :data:`~src.teacher.masks.PAD_REGION` as CorrCLIP pads it; ``None`` with masks on:
+        taken from the pixels)."""
         h, w = images.shape[-2:]
+        if regions is None and self.region_masks is not None:
+            regions = self.region_maps(images)
         # ViT input is padded to the patch size; a ResNet needs at least 32 px per side
         padded = self.stride != 32 or min(h, w) < self.stride
         if padded:
             images = pad_to_multiple(images, self.stride)
-        scores = self.dense_scores(images)
+            if regions is not None:
+                ph, pw = images.shape[-2] - h, images.shape[-1] - w
+                regions = F.pad(regions, (0, pw, 0, ph), value=PAD_REGION)
+        scores = self.dense_scores(images, regions)
         if padded:  # upsample to the padded size, then crop the padding away
             ph, pw = images.shape[-2:]
             scores = F.interpolate(scores, size=(ph, pw), mode="bilinear", align_corners=False)
@@ -458,6 +538,44 @@ class DenseClipTeacher(pl.LightningModule):
 REFINEMENTS = ("pamr", "tlp")
 #: each refinement's options and their defaults (``teacher.refine_options``)
 REFINE_OPTIONS: dict[str, dict[str, Any]] = {"pamr": {}, "tlp": {"grid": TLP_GRID}}
+
+
+def _masks_choice(masks: str | None, options: Mapping[str, Any] | None) -> str | None:
+    """``teacher.masks`` checked (``None``, ``none``, ``null``: off): a registered generator
+    and its options (an unknown one, or options without a generator: one line)."""
+    if masks in (None, False, "", "none", "None", "null"):
+        if plain_config(options or {}):
+            raise UserError(
+                f"teacher.masks_options={plain_config(options)} are given but teacher.masks is off",
+                f"name a generator: teacher.masks={' | '.join(registered_generators())}",
+            )
+        return None
+    resolve_generator_options(str(masks), options)
+    return str(masks)
+
+
+def _check_regions(head: str, masks: str | None) -> None:
+    """A head that reads regions needs ``teacher.masks``; masks need a head that reads or
+    votes with them (one line each)."""
+    spec = head_spec(head)
+    readers = [
+        name
+        for name in registered_heads()
+        if head_spec(name).needs_regions or head_spec(name).region_vote is not None
+    ]
+    if spec.needs_regions and masks is None:
+        raise UserError(
+            f"teacher.head={head} reads region masks, but teacher.masks is off",
+            f"give teacher.masks={' | '.join(registered_generators())} (e.g. "
+            "teacher.masks=superpixels: no weights; teacher.masks=precomputed "
+            "'teacher.masks_options={dir: /path/to/masks}')",
+        )
+    if masks is not None and not spec.needs_regions and spec.region_vote is None:
+        raise UserError(
+            f"teacher.masks={masks} is set but teacher.head={head} reads no region masks",
+            "set teacher.masks=null, or use a head that reads them"
+            + (f": {', '.join(readers)}" if readers else ""),
+        )
 
 
 def _refine_choice(refine: str | None) -> str | None:

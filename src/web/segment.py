@@ -182,7 +182,9 @@ class Segmenter:
             palette = prediction_palette(class_names)
             start = time.perf_counter()
             with torch.inference_mode():
-                decoded = predict_image(predictor, rgb, settings, self.device)
+                decoded = predict_image(
+                    predictor, rgb, settings, self.device, name=Path(image_path).stem
+                )
             seconds = time.perf_counter() - start
             info = dict(predictor.info)
             logit_scale = predictor.logit_scale

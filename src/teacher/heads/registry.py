@@ -159,6 +159,10 @@ class HeadSpec:
         authors_refine: the refinement its authors pair it with (``pamr``), or ``None``.
         order: where the head is listed (lower first; ties by name).
         published: its published 8-benchmark rows (:class:`Published`), for the results table.
+        needs_regions: its features function takes ``regions=``: a (B, H, W) int32 region map
+            (0: no region) at the size of the images it gets (crops, in sliding windows).
+        region_vote: applied to the class scores (B, C, H, W) with the region map at their size
+            (the authors' map update after the argmax), or ``None``.
     """
 
     name: str
@@ -175,6 +179,8 @@ class HeadSpec:
     authors_refine: str | None = None
     order: int = 100
     published: tuple[Published, ...] = ()
+    needs_regions: bool = False
+    region_vote: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
 
 _HEADS: dict[str, HeadSpec] = {}
@@ -302,11 +308,20 @@ class DenseHead(nn.Module):
         self.plain_extras = {k: v for k, v in extras.items() if not isinstance(v, nn.Module)}
 
     def forward(
-        self, visual: nn.Module, images: torch.Tensor, *, text: torch.Tensor, with_keys: bool
+        self,
+        visual: nn.Module,
+        images: torch.Tensor,
+        *,
+        text: torch.Tensor,
+        with_keys: bool,
+        regions: torch.Tensor | None = None,
     ) -> Features:
-        """Dense features and keys of ``images`` (normalised, padded to whole patches)."""
+        """Dense features and keys of ``images`` (normalised, padded to whole patches);
+        ``regions``: their (B, H, W) region map, given to heads that read one."""
         kwargs = {**self.options, **self.plain_extras}
         kwargs.update({key: getattr(self, key) for key in self.module_names})
         if self.spec.uses_text:
             kwargs["text"] = text
+        if self.spec.needs_regions:
+            kwargs["regions"] = regions
         return self.spec.features(visual, images, with_keys=with_keys, **kwargs)
