@@ -159,6 +159,10 @@ class HeadSpec:
         authors_refine: the refinement its authors pair it with (``pamr``), or ``None``.
         order: where the head is listed (lower first; ties by name).
         published: its published 8-benchmark rows (:class:`Published`), for the results table.
+        needs_regions: its features function takes ``regions=``: a (B, H, W) int32 region map
+            (0: no region) at the size of the images it gets (crops, in sliding windows).
+        region_vote: applied to the class scores (B, C, H, W) with the region map at their size
+            (the authors' map update after the argmax), or ``None``.
     """
 
     name: str
@@ -175,6 +179,8 @@ class HeadSpec:
     authors_refine: str | None = None
     order: int = 100
     published: tuple[Published, ...] = ()
+    needs_regions: bool = False
+    region_vote: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
 
 _HEADS: dict[str, HeadSpec] = {}
