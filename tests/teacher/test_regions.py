@@ -116,6 +116,7 @@ def test_the_spec_and_its_options() -> None:
     assert len(rows) == 10 and rows[0].miou == (74.8, 44.2, 43.7, 88.8, 48.8, 31.6, 49.4, 26.9)
     assert abs(sum(rows[0].miou) / 8 - 51.0) < 0.05  # the README's average
     assert all("CorrCLIP" in r.label and "103bc18" in r.source for r in rows)
+    assert [r.clip for r in rows] == ["MetaCLIP ViT-B/16"] * 5 + ["MetaCLIP ViT-L/14"] * 5
 
 
 def test_corrclip_without_dino_is_one_line(tmp_path) -> None:

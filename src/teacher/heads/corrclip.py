@@ -278,11 +278,11 @@ def _published(row: tuple) -> Published:
     """The README's order is VOC21, VOC20, PC59, PC60, City, ADE, Stuff, Object; the table's
     is VOC21, PC60, Object, VOC20, PC59, Stuff, City, ADE."""
     gen, size, voc21, voc20, pc59, pc60, city, ade, stuff, obj = row
-    clip = "MetaCLIP ViT-B/16" if size == "B" else "MetaCLIP ViT-L/14 (not ViT-B/16)"
     return Published(
-        f"CorrCLIP, {gen} masks, {clip} (metaclip_fullcc, quickgelu)",
+        f"CorrCLIP, {gen} masks (MetaCLIP metaclip_fullcc, DINO ViT-B/8)",
         _README,
         (voc21, pc60, obj, voc20, pc59, stuff, city, ade),
+        clip="MetaCLIP ViT-B/16" if size == "B" else "MetaCLIP ViT-L/14",
     )
 
 
