@@ -109,7 +109,7 @@ def test_the_spec_and_its_options() -> None:
         "tau": 4.0,
         "merge_eps": 0.2,
     }
-    assert [spatial_blocks(n) for n in (12, 24, 32, 6)] == [5, 12, 28, 2]
+    assert [spatial_blocks(n) for n in (12, 24, 32, 6, 4, 3)] == [5, 12, 28, 2, 1, 1]
     with pytest.raises(UserError, match="branch_weights"):
         resolve_head_options("corrclip", {"branch_weights": [1.0]})
     rows = spec.published
@@ -131,3 +131,53 @@ def test_corrclip_without_dino_is_one_line(tmp_path) -> None:
         DenseClipTeacher(**base, head="corrclip", proxy_weights=str(tmp_path / "no.pth"))
     assert "teacher.head=corrclip reads a DINO proxy" in info.value.problem
     assert "no.pth is not a file" in info.value.problem and "\n" not in info.value.problem
+
+
+def test_corrclip_runs_batched_on_a_small_vit(monkeypatch, tmp_path) -> None:
+    """On the shipped 4-block tiny ViT CLIP with a small proxy (patch 16): a batch of two images
+    with their own region maps gives each image's features alone; the output is on the proxy's
+    grid; no map is an all-"no region" map."""
+    import timm
+
+    from src.teacher import proxy as proxy_module
+    from src.teacher.model import DenseClipTeacher
+
+    torch.manual_seed(3)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0)
+    path = tmp_path / "tiny_proxy.pth"
+    torch.save(model.state_dict(), path)
+    spec = proxy_module.ProxySpec("vit_tiny_patch16_224", "a test ViT-Ti/16", "tiny.pth")
+    monkeypatch.setitem(proxy_module.PROXIES, "tiny_test", spec)
+    teacher = DenseClipTeacher(
+        clip_model="tiny_shapes_vit_plain",
+        pretrained="shapes",
+        class_names=["circle", "square", "triangle"],
+        head="corrclip",
+        proxy="tiny_test",
+        proxy_weights=str(path),
+    )
+    head = teacher.dense_head
+    kwargs = {**head.options, **head.plain_extras, "proxy": head.proxy, "merge_eps": 0.02}
+    images = seeded((2, 3, 96, 128), 256, 7).float() / 64 - 2
+    regions = torch.stack(
+        [
+            seeded((4, 5), 5, 8).repeat_interleave(24, 0).repeat_interleave(26, 1)[:96, :128],
+            seeded((3, 4), 4, 9).repeat_interleave(32, 0).repeat_interleave(32, 1),
+        ]
+    ).int()
+
+    def run(x, r):
+        with torch.no_grad():
+            return head.spec.features(teacher.clip.visual, x, with_keys=False, regions=r, **kwargs)[
+                0
+            ]
+
+    both = run(images, regions)
+    assert both.shape == (2, teacher.clip.visual.proj.shape[1], 6, 8)
+    assert torch.isfinite(both).all()
+    for i in range(2):
+        alone = run(images[i : i + 1], regions[i : i + 1])
+        assert torch.allclose(both[i : i + 1], alone, atol=1e-5)
+    zero = torch.zeros(1, 96, 128, dtype=torch.int32)
+    assert torch.equal(run(images[:1], None), run(images[:1], zero))
+    assert not torch.allclose(run(images[:1], regions[:1]), run(images[:1], zero), atol=1e-3)

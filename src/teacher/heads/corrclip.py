@@ -55,8 +55,9 @@ MERGED_BASE = 10000
 
 def spatial_blocks(layers: int) -> int:
     """How many blocks before the last two feed the spatial branch (authors: 5 for 12 blocks,
-    12 for 24, 28 for 32, else ``layers - 4``)."""
-    return {12: 5, 24: 12, 32: 28}.get(layers, layers - 4)
+    12 for 24, 28 for 32, else ``layers - 4``; at least 1 here, where theirs would average
+    nothing: 3 or 4 blocks, the tiny shipped ViTs)."""
+    return {12: 5, 24: 12, 32: 28}.get(layers, max(layers - 4, 1))
 
 
 def _components(close: torch.Tensor) -> list[int]:
@@ -302,6 +303,7 @@ register_head(
         extras=_extras,
         precheck=_precheck,
         needs_weights=True,
+        min_blocks=3,  # the spatial branch averages a block before the last two
         order=60,
         published=tuple(_published(r) for r in _ROWS),
         needs_regions=True,
