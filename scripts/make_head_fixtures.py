@@ -860,29 +860,7 @@ def head_proxyclip(repo, tmpdir, dino_repo):
     psha = state_dict_sha256(psd)
     names_path = os.path.join(tmpdir, "names.txt")
     names, idx = write_names(names_path, "; ")
-    spec = importlib.util.spec_from_file_location(
-        "dino_vision_transformer", os.path.join(dino_repo, "vision_transformer.py")
-    )
-    dvit = importlib.util.module_from_spec(spec)
-    sys.path.insert(
-        0, os.path.abspath(dino_repo)
-    )  # their vision_transformer.py: from utils import trunc_normal_
-    spec.loader.exec_module(dvit)
-    sys.path.remove(os.path.abspath(dino_repo))
-    purge_modules("utils")
-
-    def fake_hub_load(repo_or_dir, model, *a, **k):
-        assert repo_or_dir.startswith("facebookresearch/dino") and model == "dino_vitb8", (
-            repo_or_dir,
-            model,
-        )
-        net = dvit.vit_base(
-            patch_size=8, num_classes=0
-        )  # = hubconf.dino_vitb8 without the download
-        net.load_state_dict({k2: v.clone() for k2, v in psd.items()}, strict=True)
-        return net
-
-    torch.hub.load = fake_hub_load
+    torch.hub.load = _dino_hub_loader(dino_repo, psd)
     _load_vendored_open_clip(repo, wpath)
     stub_module("segment_anything", sam_model_registry={})
     stub_module("mae")
