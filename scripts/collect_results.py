@@ -523,7 +523,7 @@ def table_training_free(runs: list[Run]) -> Table | None:
 
     for _, row in published_rows():
         values = [(v / 100.0, 1) for v in row.miou]
-        rows.append((["published", row.label, "ViT-B/16", row.source], _with_mean(values)))
+        rows.append((["published", row.label, row.clip, row.source], _with_mean(values)))
     columns = [label for _, label in TRAINING_FREE_BENCHMARKS] + ["Mean"]
     title = "Training-free benchmark (protocol=training_free): mIoU, measured and published"
     return Table("training_free", title, ["Source", "Method", "CLIP", "Reference"], columns, rows)

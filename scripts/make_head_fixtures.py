@@ -404,6 +404,8 @@ IMG_SEEDS = {
     (448, 560): 14,
     (336, 336): 15,
     (336, 448): 16,
+    (280, 392): 17,
+    (300, 400): 18,
 }
 
 
@@ -865,29 +867,7 @@ def head_proxyclip(repo, tmpdir, dino_repo):
     psha = state_dict_sha256(psd)
     names_path = os.path.join(tmpdir, "names.txt")
     names, idx = write_names(names_path, "; ")
-    spec = importlib.util.spec_from_file_location(
-        "dino_vision_transformer", os.path.join(dino_repo, "vision_transformer.py")
-    )
-    dvit = importlib.util.module_from_spec(spec)
-    sys.path.insert(
-        0, os.path.abspath(dino_repo)
-    )  # their vision_transformer.py: from utils import trunc_normal_
-    spec.loader.exec_module(dvit)
-    sys.path.remove(os.path.abspath(dino_repo))
-    purge_modules("utils")
-
-    def fake_hub_load(repo_or_dir, model, *a, **k):
-        assert repo_or_dir.startswith("facebookresearch/dino") and model == "dino_vitb8", (
-            repo_or_dir,
-            model,
-        )
-        net = dvit.vit_base(
-            patch_size=8, num_classes=0
-        )  # = hubconf.dino_vitb8 without the download
-        net.load_state_dict({k2: v.clone() for k2, v in psd.items()}, strict=True)
-        return net
-
-    torch.hub.load = fake_hub_load
+    torch.hub.load = _dino_hub_loader(dino_repo, psd)
     _load_vendored_open_clip(repo, wpath)
     stub_module("segment_anything", sam_model_registry={})
     stub_module("mae")
@@ -1200,6 +1180,194 @@ def head_maskclip(repo, tmpdir):
     )
 
 
+def make_regions(seed, H, W, block=28, ids=7, zero=True):
+    """CorrCLIP's region map (H, W) int32 from integers: ``block``-px cells, each an id in
+    [0, ids) (``zero=False``: in [3, 3 + ids), so no pixel is in "no region" and the minimum
+    id is 3), plus 1-px seams of id 0 every 61 rows (``zero`` only)."""
+    g = torch.Generator().manual_seed(seed)
+    low_id, high_id = (0, ids) if zero else (3, 3 + ids)
+    low = torch.randint(low_id, high_id, (H // block + 1, W // block + 1), generator=g)
+    m = low.repeat_interleave(block, 0).repeat_interleave(block, 1)[:H, :W]
+    if zero:
+        m[::61] = 0
+    return m.to(torch.int32).contiguous()
+
+
+def _dino_hub_loader(dino_repo, psd):
+    """``torch.hub.load('facebookresearch/dino:main', 'dino_vitb8')`` without the download:
+    DINO's own vision_transformer.vit_base(patch_size=8) with the seeded weights."""
+    spec = importlib.util.spec_from_file_location(
+        "dino_vision_transformer", os.path.join(dino_repo, "vision_transformer.py")
+    )
+    dvit = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, os.path.abspath(dino_repo))  # their file: from utils import trunc_normal_
+    spec.loader.exec_module(dvit)
+    sys.path.remove(os.path.abspath(dino_repo))
+    purge_modules("utils")
+
+    def fake_hub_load(repo_or_dir, model, *a, **k):
+        assert repo_or_dir.startswith("facebookresearch/dino") and model == "dino_vitb8", (
+            repo_or_dir,
+            model,
+        )
+        net = dvit.vit_base(patch_size=8, num_classes=0)  # = hubconf.dino_vitb8, no download
+        net.load_state_dict({k2: v.clone() for k2, v in psd.items()}, strict=True)
+        return net
+
+    return fake_hub_load
+
+
+def head_corrclip(repo, tmpdir, dino_repo, precisions=("fp16", "fp32")):
+    """CorrCLIP v1 (zdk258/CorrCLIP, CorrCLIPv1/): the seeded CLIP loaded into their vendored
+    open_clip's ViT-B-16-quickgelu, the seeded DINO ViT-B/8 through their torch.hub call, region
+    maps from make_regions() fed where their code takes masks (forward_feature's ``masks``; for
+    ``predict``, <instance_mask_path>/fixture.npz read by their generate_mask with
+    mask_generator=None). Needs scikit-learn (their DBSCAN) importable."""
+    install_mm_stubs()
+    sd = rebuild_weights(WEIGHT_SEED)
+    sha = state_dict_sha256(sd)
+    psd = rebuild_proxy_weights(PROXY_SEED)
+    psha = state_dict_sha256(psd)
+    names_path = os.path.join(tmpdir, "names.txt")
+    names, idx = write_names(names_path, "; ")
+    torch.hub.load = _dino_hub_loader(dino_repo, psd)
+    purge_modules("open_clip")
+    oc = import_from_repo(repo, "open_clip")
+    assert os.path.abspath(oc.__file__).startswith(os.path.abspath(repo)), oc.__file__
+    # mask generators other than precomputed masks are not run (mask_generator=None)
+    stub_module("transformers", AutoImageProcessor=None, Mask2FormerForUniversalSegmentation=None)
+    if importlib.util.find_spec("openpyxl") is None:  # myutils.py: Excel logging only
+        stub_module("openpyxl")
+    m = import_from_repo(repo, "corrclip_segmentor")
+    one_template(m)
+    their_transformer = sys.modules["open_clip.transformer"]
+    dbscan = their_transformer.DBSCAN
+
+    @contextlib.contextmanager
+    def dbscan_eps(eps=None):
+        """Their forward's DBSCAN with ``eps`` for its EPS (0.2); as shipped without one."""
+        if eps is not None:
+            their_transformer.DBSCAN = lambda **kw: dbscan(**{**kw, "eps": eps})
+        try:
+            yield
+        finally:
+            their_transformer.DBSCAN = dbscan
+
+    text = make_text()
+    variants = {}
+    for precision in precisions:
+        fp32 = precision == "fp32"
+        with half_is_noop(fp32):
+            seg = m.CorrCLIPSegmentation(
+                clip_type=None,  # random init; the seeded weights are loaded below
+                model_type="ViT-B-16-quickgelu",
+                dino_type="dino_vitb8",
+                name_path=names_path,
+                device="cpu",
+            )
+            if fp32:
+                seg.clip.float()
+                seg.dino.float()
+            missing = seg.clip.load_state_dict({k: v.clone() for k, v in sd.items()}, strict=True)
+            assert not missing.missing_keys and not missing.unexpected_keys
+            seg.query_features = text.clone() if fp32 else text.clone().half()
+            cases = {}
+            ff = [
+                ("ff_224x224", 224, 224, dict(seed=30)),
+                ("ff_224x336", 224, 336, dict(seed=31)),
+                ("ff_280x392", 280, 392, dict(seed=32, block=20, ids=12)),
+                ("ff_224x336_no_zero", 224, 336, dict(seed=33, zero=False)),
+                ("ff_224x224_all_zero", 224, 224, None),
+            ]
+            if fp32:  # their merging distance (EPS = 0.2 in forward) changed through DBSCAN
+                ff += [
+                    ("ff_224x224_eps005", 224, 224, dict(seed=30), 0.05),
+                    ("ff_224x336_eps002", 224, 336, dict(seed=31), 0.02),
+                    ("ff_280x392_eps001", 280, 392, dict(seed=32, block=20, ids=12), 0.01),
+                ]
+            for name, H, W, rcfg, *eps in ff:
+                u8, meta = image_entry(H, W)
+                x = normalise(u8)
+                if rcfg is None:
+                    regions = torch.zeros(H, W, dtype=torch.int32)
+                else:
+                    regions = make_regions(H=H, W=W, **rcfg)
+                with torch.no_grad(), record_interpolate() as calls, dbscan_eps(*eps):
+                    out = seg.forward_feature(x, regions[None, None])
+                feat, _ = feat_from_calls(calls, len(names))
+                cases[name] = dict(
+                    kind="forward_feature",
+                    image=meta,
+                    merge_eps=eps[0] if eps else 0.2,
+                    regions=dict(recipe=rcfg, sha256=sha_u8(regions.view(torch.uint8))),
+                    feat_logits=feat,
+                    img_logits_sub=sub(out[0].float(), 7, 3),
+                    sub_step=7,
+                    sub_offset=3,
+                    img_logits_shape=list(out.shape),
+                    out_dtype=str(out.dtype),
+                )
+            pv = [
+                ("predict_slide_default", 336, 448, (360, 480), 0.0, dict(seed=40)),
+                ("predict_slide_pad_thd02", 300, 400, (330, 440), 0.2,
+                 dict(seed=41, block=24, ids=9)),
+            ]  # fmt: skip
+            if fp32:
+                pv += [("predict_slide_pad_eps001", 300, 400, (330, 440), 0.0,
+                        dict(seed=42, block=24, ids=9), 0.01)]  # fmt: skip
+            for name, H, W, ori, thd, rcfg, *eps in pv:
+                u8, meta = image_entry(H, W)
+                x = normalise(u8)
+                regions = make_regions(H=ori[0], W=ori[1], **rcfg)
+                folder = os.path.join(tmpdir, f"masks_{name}")
+                os.makedirs(folder, exist_ok=True)
+                np.savez(os.path.join(folder, "fixture.npz"), instance_mask=regions.numpy())
+                seg.instance_mask_path = folder
+                seg.prob_thd = thd
+                s_ = FakeSample(ori, (H, W))
+                s_.img_path = s_.metainfo["img_path"]  # mmseg's samples expose it (fixture.png)
+                with torch.no_grad(), dbscan_eps(*eps):
+                    seg.predict(x, [s_])
+                probs = s_.data["seg_logit"].data
+                pred = s_.data["pred_sem_seg"].data
+                cases[name] = dict(
+                    kind="predict",
+                    image=meta,
+                    regions=dict(recipe=rcfg, sha256=sha_u8(regions.view(torch.uint8))),
+                    ori_shape=list(ori),
+                    seg_probs_sub=sub(probs.float(), 6, 2),
+                    sub_step=6,
+                    sub_offset=2,
+                    seg_probs_shape=list(probs.shape),
+                    out_dtype=str(probs.dtype),
+                    pred=pred[0].to(torch.uint8).contiguous(),
+                    settings=dict(logit_scale=40, prob_thd=thd, slide_crop=336, slide_stride=112,
+                                  pad_multiple=56, mask_pad_value=10000,
+                                  merge_eps=eps[0] if eps else 0.2),
+                )  # fmt: skip
+        variants["corrclip" if not fp32 else "corrclip_fp32"] = dict(
+            cases=cases,
+            settings=dict(
+                clip_type="seeded (create_model(model_type, pretrained=None), then the seeded "
+                "state dict loaded strictly)",
+                model_type="ViT-B-16-quickgelu",
+                dino_type="dino_vitb8",
+                mask_generator=None,
+                name_split="; ",
+                proxy_seed=PROXY_SEED,
+                proxy_sha256=psha,
+                regions_recipe="make_regions(seed, H, W, block=28, ids=7, zero=True) in "
+                "make_head_fixtures.py; all-zero where recipe is None; sha256 over the int32 bytes",
+                precision=(
+                    'fp16 as shipped (CLIP precision="fp16", dino.half(), imgs .half())'
+                    if not fp32
+                    else "fp32: same code with .half() made a no-op, clip.float(), dino.float()"
+                ),
+            ),
+        )
+    return dict(variants=variants, sha=sha, names=names, idx=idx, text=text)
+
+
 def head_pamr(repo, tmpdir, check_repo=None):
     m = import_from_repo(repo, "pamr")
     img, logits_low, logits_full = make_pamr_inputs(20)
@@ -1247,6 +1415,7 @@ REPO_NAMES = dict(
     proxyclip="mc-lan/ProxyCLIP",
     pamr="sinahmr/NACLIP (pamr.py)",
     pearl="PGSmall/PEARL",
+    corrclip="zdk258/CorrCLIP (CorrCLIPv1/)",
 )
 
 
@@ -1266,10 +1435,17 @@ def main():
             "proxyclip",
             "pamr",
             "pearl",
+            "corrclip",
         ],  # fmt: skip
     )
     ap.add_argument("--out", default="fixtures")
     ap.add_argument("--dino-repo", help="checkout of facebookresearch/dino (ProxyCLIP proxy)")
+    ap.add_argument(
+        "--precision",
+        choices=["both", "fp16", "fp32"],
+        default="both",
+        help="corrclip only: which of its two fixtures to write",
+    )
     ap.add_argument("--check-repo", help="pamr only: a second repo whose pamr.py must agree")
     ap.add_argument(
         "--verify-weights",
@@ -1310,6 +1486,10 @@ def main():
         elif args.head == "proxyclip":
             assert args.dino_repo, "--dino-repo is required for proxyclip"
             r = head_proxyclip(args.repo, tmpdir, args.dino_repo)
+        elif args.head == "corrclip":
+            assert args.dino_repo, "--dino-repo is required for corrclip"
+            precisions = ("fp16", "fp32") if args.precision == "both" else (args.precision,)
+            r = head_corrclip(args.repo, tmpdir, args.dino_repo, precisions)
         else:
             r = head_pamr(args.repo, tmpdir, args.check_repo)
     cmd = "python make_head_fixtures.py " + " ".join(sys.argv[1:])
@@ -1325,7 +1505,7 @@ def main():
             settings=v["settings"],
             cases=v["cases"],
         )
-        if args.head == "proxyclip":
+        if args.head in ("proxyclip", "corrclip"):
             fx["dino_repo"] = "facebookresearch/dino"
             fx["dino_commit"] = git_commit(args.dino_repo)
         if r["sha"] is not None:

@@ -209,3 +209,33 @@ def test_the_pearl_command_evaluates_all_8_and_prints_pearls_row(tmp_path: Path)
     assert rows[0].rstrip(" |").split("|")[-1].strip() != "-"  # all 8 there: a mean
     pearl = next(line for line in table.stdout.splitlines() if "PEARL with TLP" in line)
     assert pearl.rstrip(" |").endswith("| 43.2")
+
+
+#: data -> CorrCLIP's (short side, window, background threshold), zdk258/CorrCLIP @ 103bc18
+CORRCLIP = {
+    "voc21": (336, 336, 0.2),
+    "context60": (336, 336, 0.15),
+    "coco_object": (336, 336, 0.25),
+    "voc20": (336, 336, None),
+    "context59": (336, 336, None),
+    "cocostuff171": (336, 336, None),
+    "cityscapes": (448, 224, None),
+    "ade20k": (448, 336, None),
+}
+
+
+@pytest.mark.parametrize("data", BENCHMARKS)
+def test_corrclip_preset_is_its_configs(tmp_path: Path, data: str) -> None:
+    """``protocol=corrclip``: CorrCLIP's configs (CorrCLIPv1/configs/cfg_*.py and the
+    segmentor's defaults): every benchmark in 336 windows every 112 px (Cityscapes 224), short
+    side 336 (ADE20K, Cityscapes 448), its thresholds and its own class-name files."""
+    short, window, threshold = CORRCLIP[data]
+    cfg = compose_protocol(tmp_path, "protocol=corrclip", f"data={data}", "teacher=vit_b16")
+    assert cfg.protocol.name == "training_free" and cfg.protocol.dataset == data
+    assert cfg.protocol.preset == "corrclip" and cfg.protocol.sliding_window is True
+    assert (cfg.protocol.window, cfg.protocol.stride) == (window, 112)
+    assert list(cfg.data.eval_scale) == [2048, short]
+    assert cfg.data.names_file == f"corrclip_{data}" and cfg.data.setting == "supervised"
+    assert cfg.teacher.background_threshold == threshold and cfg.teacher.logit_scale == 40
+    assert (cfg.teacher.head, cfg.teacher.proxy) == ("corrclip", "dino_vitb8")
+    assert cfg.teacher.templates == "imagenet80"

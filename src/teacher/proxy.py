@@ -1,5 +1,6 @@
 """ProxyCLIP's proxy: a vision foundation model whose patch features give the attention that
-ProxyCLIP applies to CLIP's values (docs/TEACHERS.md).
+ProxyCLIP applies to CLIP's values (docs/TEACHERS.md); CorrCLIP reads ``q + k`` of its last
+block instead (:meth:`ProxyViT.query_plus_key`).
 
 The architectures come from timm; the weights from a local file (``teacher.proxy_weights``)
 or from timm's Hugging Face cache, never from the network. Run the way ProxyCLIP runs DINO
@@ -154,9 +155,9 @@ class ProxyViT(nn.Module):
         table = table.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1).to(pos.dtype)
         return torch.cat([pos[:, :prefix], table], dim=1)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Proxy features of (B, 3, H, W) images in [0, 1] (normalised here with ImageNet's
-        statistics), as (B, D, gh, gw)."""
+    def tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Tokens entering the first block (B, prefix + gh*gw, D) of (B, 3, H, W) images in
+        [0, 1] (normalised here with ImageNet's statistics), and the grid."""
         m = self.model
         dtype = m.patch_embed.proj.weight.dtype
         x = ((images.float() - self.mean) / self.std).to(dtype)
@@ -171,11 +172,31 @@ class ProxyViT(nn.Module):
             x = torch.cat([cls, x], dim=1) + pos
         if getattr(m, "reg_token", None) is not None:
             x = torch.cat([x[:, :1], m.reg_token.to(x.dtype).expand(b, -1, -1), x[:, 1:]], 1)
-        x = m.norm_pre(x)
+        return m.norm_pre(x), (gh, gw)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Proxy features of (B, 3, H, W) images in [0, 1] (normalised here with ImageNet's
+        statistics), as (B, D, gh, gw)."""
+        m = self.model
+        x, (gh, gw) = self.tokens(images)
         for block in m.blocks:
             x = block(x)
         x = m.norm(x)
-        return x[:, m.num_prefix_tokens :].transpose(1, 2).reshape(b, d, gh, gw)
+        return x[:, m.num_prefix_tokens :].transpose(1, 2).reshape(x.shape[0], -1, gh, gw)
+
+    def query_plus_key(self, images: torch.Tensor) -> torch.Tensor:
+        """CorrCLIP's reading of the proxy: ``q + k`` of the last block's ``qkv`` projection
+        (its input normed by the block's ``norm1``; all heads, not normalised) for the patch
+        tokens, as (B, D, gh, gw) -- what a forward hook on ``blocks[-1].attn.qkv`` sees."""
+        m = self.model
+        x, (gh, gw) = self.tokens(images)
+        for block in m.blocks[:-1]:
+            x = block(x)
+        last = m.blocks[-1]
+        b, n, d = x.shape
+        qkv = last.attn.qkv(last.norm1(x)).reshape(b, n, 3, d)
+        qk = qkv[:, :, 0] + qkv[:, :, 1]
+        return qk[:, m.num_prefix_tokens :].transpose(1, 2).reshape(b, d, gh, gw)
 
 
 def load_proxy(

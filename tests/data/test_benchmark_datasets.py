@@ -115,18 +115,17 @@ def test_missing_roots_name_the_download(tmp_path: Path) -> None:
 
 
 def test_shipped_names_files_match_the_data_configs() -> None:
-    assert shipped_names_files() == sorted(
-        [
-            "ade20k",
-            "cityscapes",
-            "coco_object",
-            "cocostuff171",
-            "context59",
-            "context60",
-            "voc20",
-            "voc21",
-        ]  # fmt: skip
-    )
+    benchmarks = ["ade20k", "cityscapes", "coco_object", "cocostuff171", "context59",
+                  "context60", "voc20", "voc21"]  # fmt: skip
+    # CorrCLIP's own lists (protocol=corrclip): "people" for "person", its background words
+    assert shipped_names_files() == sorted(benchmarks + [f"corrclip_{b}" for b in benchmarks])
+    corrclip = {"voc21": (21, 46), "context60": (60, 60), "coco_object": (81, 96),
+                "voc20": (20, 20), "context59": (59, 59), "cocostuff171": (171, 171),
+                "cityscapes": (19, 19), "ade20k": (150, 150)}  # fmt: skip
+    for name, (classes, names) in corrclip.items():
+        entries = read_names_file(f"corrclip_{name}")
+        assert len(entries) == classes and sum(len(entry_names(e)) for e in entries) == names
+        assert len(entries) == len(read_names_file(name))
     counts = {"voc21": (21, 56), "context60": (60, 60), "coco_object": (81, 113),
               "voc20": (20, 30), "context59": (59, 59), "cocostuff171": (171, 171),
               "cityscapes": (19, 19), "ade20k": (150, 150)}  # fmt: skip

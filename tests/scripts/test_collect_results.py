@@ -252,6 +252,9 @@ def test_training_free_table_has_8_columns_the_mean_and_the_published_rows(tmp_p
     assert lines[2].endswith("| 20.0 | - | - |")
     naclip = next(line for line in lines if "NACLIP with PAMR" in line)
     assert naclip.endswith("| 64.1 | 35.0 | 36.2 | 83.0 | 38.4 | 25.7 | 38.3 | 19.1 | 42.5 |")
+    corrclip = next(line for line in lines if "CorrCLIP, SAM2 (32 points)" in line)
+    assert "| MetaCLIP ViT-B/16 | zdk258/CorrCLIP @ 103bc18" in corrclip
+    assert corrclip.endswith("| 74.8 | 44.2 | 43.7 | 88.8 | 48.8 | 31.6 | 49.4 | 26.9 | 51.0 |")
     assert len(lines) == 3 + len(published_rows())
     assert "| voc mIoU |" in markdown.split("### Training-free")[0]  # the plain run, elsewhere
     assert "voc21" not in markdown.split("### Training-free")[0]

@@ -226,7 +226,8 @@ def compare_predict(
 def test_the_rebuilt_weights_are_the_fixtures(teacher: DenseClipTeacher) -> None:
     state = teacher.clip.state_dict()
     assert sha256_state(state) == load("naclip")["weights"]["sha256"]
-    fixtures = [load(n) for n in ("sclip", "naclip", "clearclip_fp32", "resclip", "pearl")]
+    fixtures = [load(n) for n in ("sclip", "naclip", "clearclip_fp32", "resclip", "pearl",
+                                  "corrclip_fp32", "corrclip")]  # fmt: skip
     assert {fx["weights"]["sha256"] for fx in fixtures} == {sha256_state(state)}
     assert all(fx["commit"] and fx["repo"] for fx in fixtures)
 
@@ -253,7 +254,8 @@ def test_the_seeded_model_is_not_degenerate(teacher: DenseClipTeacher) -> None:
     stored grid is finite and its per-patch argmax is not one query, and the last block's
     attention is neither uniform nor one-hot (q-k is flat-ish with random weights, the q-q /
     k-k attention the heads use peaks at about 7x uniform)."""
-    for name in ("sclip", "naclip", "clearclip_fp32", "resclip", "proxyclip_fp32", "pearl"):
+    for name in ("sclip", "naclip", "clearclip_fp32", "resclip", "proxyclip_fp32", "pearl",
+                 "corrclip_fp32"):  # fmt: skip
         for case_name, case in load(name)["cases"].items():
             if case["kind"] != "forward_feature":
                 continue
@@ -513,3 +515,207 @@ def test_fp16_heads_match_the_authors_fp16_runs(tmp_path: Path) -> None:
     fx = load("proxyclip")
     half.set_head("proxyclip", proxy="dino_vitb8", proxy_weights=str(proxy_file(fx, tmp_path)))
     compare_forward_feature(half, fx["cases"]["ff_224x224"], tol=TOL_FP16)
+
+
+# ------------------------------------------------------------------ CorrCLIP (region masks)
+def fixture_regions(case: dict, size: tuple[int, int]) -> torch.Tensor:
+    """The case's region map (H, W) int32: ``make_regions`` of the fixture maker (``block``-px
+    cells of seeded ids, 1-px seams of id 0 every 61 rows), all 0 without a recipe; its
+    SHA-256 is checked."""
+    recipe = case["regions"]["recipe"]
+    h, w = size
+    if recipe is None:
+        regions = torch.zeros(h, w, dtype=torch.int32)
+    else:
+        block, ids, zero = recipe.get("block", 28), recipe.get("ids", 7), recipe.get("zero", True)
+        g = torch.Generator().manual_seed(recipe["seed"])
+        low, high = (0, ids) if zero else (3, 3 + ids)
+        cells = torch.randint(low, high, (h // block + 1, w // block + 1), generator=g)
+        regions = cells.repeat_interleave(block, 0).repeat_interleave(block, 1)[:h, :w]
+        if zero:
+            regions[::61] = 0
+        regions = regions.to(torch.int32).contiguous()
+    digest = hashlib.sha256(regions.view(torch.uint8).numpy().tobytes()).hexdigest()
+    assert digest == case["regions"]["sha256"]
+    return regions
+
+
+@pytest.fixture(scope="module")
+def corrclip_proxy(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The CorrCLIP fixtures' seeded DINO ViT-B/8, as a file (written once per module)."""
+    return str(proxy_file(load("corrclip_fp32"), tmp_path_factory.mktemp("corrclip")))
+
+
+@pytest.fixture()
+def corrclip_teacher(teacher, corrclip_proxy: str):
+    """The seeded teacher with CorrCLIP and the fixture's seeded DINO ViT-B/8 proxy."""
+    teacher.set_head("corrclip", proxy="dino_vitb8", proxy_weights=corrclip_proxy)
+    try:
+        yield teacher
+    finally:
+        teacher.set_head("maskclip")
+
+
+def corrclip_cosines(
+    teacher: DenseClipTeacher, x: torch.Tensor, regions: torch.Tensor, merge_eps: float = 0.2
+) -> torch.Tensor:
+    """(1, Q, h, w) cosines of CorrCLIP's features (the teacher's bound head, called with the
+    region map as the scoring path will: ``regions=`` at the image's size)."""
+    head = teacher.dense_head
+    kwargs = {**head.options, **head.plain_extras, "merge_eps": merge_eps}
+    kwargs.update({key: getattr(head, key) for key in head.module_names})
+    with torch.no_grad():
+        feats, _ = head.spec.features(
+            teacher.clip.visual, x, with_keys=False, regions=regions, **kwargs
+        )
+    text = F.normalize(teacher.text_embeddings.float(), dim=-1)
+    return torch.einsum("bdhw,kd->bkhw", F.normalize(feats.float(), dim=1), text)
+
+
+def compare_corrclip_forward(teacher: DenseClipTeacher, case: dict) -> None:
+    """Their ``forward_feature(img, masks)``: grid cosines and image-size logits."""
+    x = fixture_image(case)
+    regions = fixture_regions(case, tuple(x.shape[-2:]))
+    cos = corrclip_cosines(teacher, x, regions[None], case["merge_eps"])
+    want = case["feat_logits"].float()
+    assert cos[0].shape == want.shape
+    assert (cos[0] - want).abs().max().item() <= TOL
+    image = F.interpolate(cos, size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
+    assert list(image.shape) == case["img_logits_shape"][1:]
+    step, off = case["sub_step"], case["sub_offset"]
+    sub = image[:, off::step, off::step]
+    assert (sub - case["img_logits_sub"].float()).abs().max().item() <= TOL
+
+
+def corrclip_slide(teacher, x, regions, settings: dict) -> torch.Tensor:
+    """CorrCLIP's ``forward_slide`` composed here around our head: crops of ``crop`` every
+    ``stride`` px (the last at the border), each padded to a multiple of ``multiple`` in the
+    middle (image zeros, region map ``pad_id``), its logits upsampled to the padded crop,
+    cut back, summed and divided by the count (``settings``: the case's)."""
+    crop, stride = settings["slide_crop"], settings["slide_stride"]
+    multiple, pad_id = settings["pad_multiple"], settings["mask_pad_value"]
+    _, _, h, w = x.shape
+    total = torch.zeros(1, len(NAMES), h, w)
+    count = torch.zeros(1, 1, h, w)
+    rows = max(h - crop + stride - 1, 0) // stride + 1
+    cols = max(w - crop + stride - 1, 0) // stride + 1
+    for i in range(rows):
+        for j in range(cols):
+            y1, x1 = i * stride, j * stride
+            y2, x2 = min(y1 + crop, h), min(x1 + crop, w)
+            y1, x1 = max(y2 - crop, 0), max(x2 - crop, 0)
+            img, reg = x[..., y1:y2, x1:x2], regions[:, y1:y2, x1:x2]
+            ch, cw = img.shape[-2:]
+            ph, pw = (-ch) % multiple, (-cw) % multiple
+            pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+            img = F.pad(img, pad)
+            reg = F.pad(reg, pad, value=pad_id)
+            cos = corrclip_cosines(teacher, img, reg, settings["merge_eps"])
+            cos = F.interpolate(cos, size=img.shape[-2:], mode="bilinear", align_corners=False)
+            total[..., y1:y2, x1:x2] += cos[..., pad[2] : pad[2] + ch, pad[0] : pad[0] + cw]
+            count[..., y1:y2, x1:x2] += 1
+    return total / count
+
+
+def compare_corrclip_predict(teacher: DenseClipTeacher, fx: dict, case: dict) -> None:
+    """Their ``predict`` with precomputed masks: the map (at the original size) resized
+    nearest to the input, the windows, the logits resized to the original size, softmax,
+    best name per class, threshold, then the map correction (:func:`region_vote`)."""
+    from src.teacher.regions import region_vote, vote_labels
+
+    settings = case["settings"]
+    x = fixture_image(case)
+    ori = tuple(case["ori_shape"])
+    regions = fixture_regions(case, ori)
+    resized = F.interpolate(regions[None, None].float(), size=x.shape[-2:], mode="nearest")
+    logits = corrclip_slide(teacher, x, resized[:, 0].int(), settings)
+    logits = F.interpolate(logits, size=ori, mode="bilinear", align_corners=False)
+    p, pred = authors_probabilities(logits[0], fx, settings, renorm=False)
+    step, off = case["sub_step"], case["sub_offset"]
+    assert (p[:, off::step, off::step] - case["seg_probs_sub"].float()).abs().max() <= TOL
+    want = case["pred"].long()
+    # labels equal everywhere but at near ties (top two probabilities, or the best one and
+    # the threshold, within the tolerance), which no region's vote turns on
+    top = p.topk(2, 0).values
+    close = (top[0] - top[1] <= 2 * TOL) | ((top[0] - settings["prob_thd"]).abs() <= TOL)
+    voted = vote_labels(pred, regions)
+    assert not bool(((voted != want) & ~close).any())
+    assert int((voted != want).sum()) <= 1  # measured: 1 pixel in one case, 0 in the others
+    # the same as scores: below the threshold the background class wins, then the vote
+    low = (p.max(0).values < settings["prob_thd"])[None]
+    scores = torch.where(low, F.one_hot(torch.zeros_like(pred), p.shape[0]).permute(2, 0, 1), p)
+    assert torch.equal(region_vote(scores[None], regions[None]).argmax(1)[0], voted)
+    assert (voted != pred).float().mean() > 0.2  # the correction changes labels here
+
+
+def test_corrclip_equals_the_authors_fast(corrclip_teacher) -> None:
+    """Regions partly merged (their DBSCAN distance 0.05 for 0.2: 7 ids -> 3 on the proxy
+    grid), so the scope, the merging and the semantic branch see several regions."""
+    compare_corrclip_forward(corrclip_teacher, load("corrclip_fp32")["cases"]["ff_224x224_eps005"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "case_name",
+    [
+        "ff_224x224",
+        "ff_224x336",
+        "ff_280x392",
+        "ff_224x336_no_zero",
+        "ff_224x224_all_zero",
+        "ff_224x336_eps002",
+        "ff_280x392_eps001",
+        "predict_slide_default",
+        "predict_slide_pad_thd02",
+        "predict_slide_pad_eps001",
+    ],
+)
+def test_corrclip_equals_the_authors_every_case(corrclip_teacher, case_name: str) -> None:
+    fx = load("corrclip_fp32")
+    case = fx["cases"][case_name]
+    if case["kind"] == "forward_feature":
+        compare_corrclip_forward(corrclip_teacher, case)
+    else:
+        compare_corrclip_predict(corrclip_teacher, fx, case)
+
+
+def test_the_corrclip_bound_bites(corrclip_teacher, corrclip_proxy: str) -> None:
+    """Negative control for CorrCLIP: its temperature 3.9 for 4 misses the authors' grid
+    logits by more than 1e-4 (and so does a changed region map: the slow test below)."""
+    case = load("corrclip_fp32")["cases"]["ff_224x224_eps005"]
+    options = {"tau": 3.9, "merge_eps": 0.05}
+    corrclip_teacher.set_head("corrclip", options, proxy="dino_vitb8", proxy_weights=corrclip_proxy)
+    with pytest.raises(AssertionError):
+        compare_corrclip_forward(corrclip_teacher, case)
+
+
+@pytest.mark.slow
+def test_corrclip_reads_the_partition_of_the_region_map(corrclip_teacher) -> None:
+    """On the 12-region case without merging: the "no region" part (id 0) made an ordinary
+    region, or two regions joined, miss the authors' grid logits by more than 1e-4;
+    renumbering two regions (the same partition) does not."""
+    case = load("corrclip_fp32")["cases"]["ff_280x392_eps001"]
+    x = fixture_image(case)
+    regions = fixture_regions(case, tuple(x.shape[-2:]))
+    want = case["feat_logits"].float()
+
+    def off(other: torch.Tensor) -> float:
+        cos = corrclip_cosines(corrclip_teacher, x, other[None].int(), case["merge_eps"])
+        return (cos[0] - want).abs().max().item()
+
+    assert off(torch.where(regions == 0, 99, regions)) > TOL
+    assert off(torch.where(regions == 2, 1, regions)) > TOL
+    assert off(torch.where(regions == 1, 2, torch.where(regions == 2, 1, regions))) <= TOL
+
+
+@pytest.mark.slow
+def test_corrclip_fp16_matches_the_authors_fp16_run(corrclip_proxy: str) -> None:
+    """CorrCLIP as shipped (fp16 arithmetic), with our teacher and proxy in fp16."""
+    half = seeded_teacher("fp16")
+    fx = load("corrclip")
+    assert fx["settings"]["proxy_sha256"] == load("corrclip_fp32")["settings"]["proxy_sha256"]
+    half.set_head("corrclip", proxy="dino_vitb8", proxy_weights=corrclip_proxy)
+    case = fx["cases"]["ff_224x224"]
+    x = fixture_image(case).half()
+    cos = corrclip_cosines(half, x, fixture_regions(case, tuple(x.shape[-2:]))[None])
+    assert (cos[0] - case["feat_logits"].float()).abs().max().item() <= TOL_FP16

@@ -128,12 +128,13 @@ class HeadSetup:
 
 @dataclass(frozen=True)
 class Published:
-    """A published row of the head: mIoU (percent, CLIP ViT-B/16) on the 8 training-free
-    benchmarks in ``src.evaluation.benchmarks.TRAINING_FREE_BENCHMARKS``'s column order."""
+    """A published row of the head: mIoU (percent) on the 8 training-free benchmarks in
+    ``src.evaluation.benchmarks.TRAINING_FREE_BENCHMARKS``'s column order, with ``clip``."""
 
     label: str  #: what the row is (paper, repository README, post-processing)
     source: str  #: where the numbers are printed
     miou: tuple[float, float, float, float, float, float, float, float]
+    clip: str = "ViT-B/16"  #: the CLIP the numbers are on
 
 
 @dataclass(frozen=True)

@@ -52,17 +52,30 @@ def block_with_attention(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tenso
     return x, weights
 
 
-def vit_trunk(
-    visual: VisionTransformer, images: torch.Tensor, *, attention_of: Sequence[int] = ()
-) -> tuple[torch.Tensor, tuple[int, int], dict[int, torch.Tensor]]:
-    """Tokens entering the last block (B, 1 + gh*gw, width), the grid, and the attention maps
-    of the blocks ``attention_of``. ``images`` are cut to whole patches by the stride."""
+def vit_embed(
+    visual: VisionTransformer, images: torch.Tensor
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Tokens entering the first block (B, 1 + gh*gw, width) -- patch embedding, class token,
+    the authors' positional embedding, ``ln_pre`` -- and the grid."""
     x = visual.conv1(images.to(visual.conv1.weight.dtype))
     b, c, gh, gw = x.shape
     x = x.flatten(2).transpose(1, 2)
     x = torch.cat([visual.class_embedding.to(x.dtype).expand(b, 1, c), x], dim=1)
     pos = authors_pos_embed(visual.positional_embedding, tuple(visual.grid_size), (gh, gw))
-    x = visual.ln_pre(x + pos.to(x.dtype))
+    return visual.ln_pre(x + pos.to(x.dtype)), (gh, gw)
+
+
+def run_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """An unchanged block on batch-first tokens, whatever the transformer's layout."""
+    return _run_block(block, x, getattr(block.attn, "batch_first", True))
+
+
+def vit_trunk(
+    visual: VisionTransformer, images: torch.Tensor, *, attention_of: Sequence[int] = ()
+) -> tuple[torch.Tensor, tuple[int, int], dict[int, torch.Tensor]]:
+    """Tokens entering the last block (B, 1 + gh*gw, width), the grid, and the attention maps
+    of the blocks ``attention_of``. ``images`` are cut to whole patches by the stride."""
+    x, (gh, gw) = vit_embed(visual, images)
     batch_first = getattr(visual.transformer, "batch_first", True)
     maps: dict[int, torch.Tensor] = {}
     for i, block in enumerate(visual.transformer.resblocks[:-1]):
