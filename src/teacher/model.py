@@ -56,6 +56,9 @@ from src.teacher.vocabulary import build_vocabulary, check_background_options, c
 log = logging.getLogger(__name__)
 
 
+_KEEP = object()  # set_head: keep the current region masks
+
+
 class DenseClipTeacher(pl.LightningModule):
     """Training-free DenseCLIP segmenter (ResNet or ViT open_clip models).
 
@@ -203,13 +206,24 @@ class DenseClipTeacher(pl.LightningModule):
         *,
         proxy: str | None = "dino_vitb8",
         proxy_weights: str | None = None,
+        masks: str | None | object = _KEEP,
+        masks_options: Mapping[str, Any] | None = None,
     ) -> None:
-        """Use dense head ``head`` from now on (the CLIP and the vocabulary stay)."""
+        """Use dense head ``head`` from now on (the CLIP and the vocabulary stay); ``masks``
+        (with ``masks_options``): the region masks to use with it (``None``: none; left out:
+        the current ones), checked with the head before anything changes."""
         head = str(head)
         spec = head_spec(head)
         options = resolve_head_options(head, head_options)
-        masks = getattr(self, "region_masks", None)
-        _check_regions(head, None if masks is None else masks.name)
+        if masks is _KEEP:
+            current = getattr(self, "region_masks", None)
+            _check_regions(head, None if current is None else current.name)
+        else:
+            chosen = _masks_choice(masks, masks_options)
+            _check_regions(head, chosen)
+            self.region_masks = (
+                None if chosen is None else RegionMasks(chosen, masks_options, self.cache_dir)
+            )
         check_head_fits(head, self.clip.visual, self.clip_model)
         setup = HeadSetup(
             self.clip.visual,

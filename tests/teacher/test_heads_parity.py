@@ -549,11 +549,13 @@ def corrclip_proxy(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture()
 def corrclip_teacher(teacher, corrclip_proxy: str):
     """The seeded teacher with CorrCLIP and the fixture's seeded DINO ViT-B/8 proxy."""
-    teacher.set_head("corrclip", proxy="dino_vitb8", proxy_weights=corrclip_proxy)
+    teacher.set_head(
+        "corrclip", proxy="dino_vitb8", proxy_weights=corrclip_proxy, masks="superpixels"
+    )  # fmt: skip  (the cases give their own maps)
     try:
         yield teacher
     finally:
-        teacher.set_head("maskclip")
+        teacher.set_head("maskclip", masks=None)
 
 
 def corrclip_cosines(

@@ -155,6 +155,7 @@ def test_corrclip_runs_batched_on_a_small_vit(monkeypatch, tmp_path) -> None:
         head="corrclip",
         proxy="tiny_test",
         proxy_weights=str(path),
+        masks="superpixels",  # required with a region head; the test gives its own maps
     )
     head = teacher.dense_head
     kwargs = {**head.options, **head.plain_extras, "proxy": head.proxy, "merge_eps": 0.02}
