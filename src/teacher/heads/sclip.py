@@ -22,7 +22,8 @@ def sclip_features(visual: VisionTransformer, images: torch.Tensor, *, with_keys
     x, grid, _ = vit_trunk(visual, images)
     block = visual.transformer.resblocks[-1]
     q, k, v = split_qkv(block, x)
-    attn = self_attention(q, q).softmax(-1) + self_attention(k, k).softmax(-1)
+    attn = self_attention(q, q).softmax(-1)
+    attn += self_attention(k, k).softmax(-1)  # in place: fewer (N, N) buffers, the same sum
     x = x + block.ls_1(merge_heads(block, attn @ v))
     x = x + block.ls_2(block.mlp(block.ln_2(x)))
     return tokens_to_features(visual, x[:, 1:], grid), patch_keys(k, grid) if with_keys else None
