@@ -328,15 +328,11 @@ def build_ours(head: str, case: str, ext: Path, tmp: str, device: str, batch: in
         with torch.inference_mode():
             if kind == "whole":
                 return teacher.predict_logits(x, refine=False)
-            preds = []
-            for i in range(batch):
-                image = x[i : i + 1]
-                scorer = lambda c: teacher.predict_logits(c, refine=False)  # noqa: E731
-                logits = sliding_window_logits(scorer, image, window=crop, stride=stride,
-                                               batch_size=16)  # fmt: skip
-                logits = teacher.refine_logits(image, logits)
-                preds.append(torch.softmax(logits * scale, dim=1).argmax(1))
-            return torch.cat(preds)
+            scorer = lambda c: teacher.predict_logits(c, refine=False)  # noqa: E731
+            # every image's crops batched, 16 crops per forward
+            logits = sliding_window_logits(scorer, x, window=crop, stride=stride, batch_size=16)
+            logits = teacher.refine_logits(x, logits)
+            return torch.softmax(logits * scale, dim=1).argmax(1)
 
     return forward, batch
 

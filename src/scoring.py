@@ -87,43 +87,59 @@ def _score(scorer: Scorer, images: torch.Tensor, regions: torch.Tensor | None) -
     return scorer(images) if regions is None else scorer(images, regions=regions)
 
 
+Box = tuple[int, int, int, int]
+
+
+def window_boxes(h: int, w: int, window: int, stride: int) -> list[Box]:
+    """The crops ``(y0, x0, y1, x1)`` of an ``h`` x ``w`` image, row by row; all of one size
+    (``min(window, h)`` x ``min(window, w)``: the last crop of an axis ends at its border)."""
+    return [
+        (y, x, min(y + window, h), min(x + window, w))
+        for y in window_starts(h, window, stride)
+        for x in window_starts(w, window, stride)
+    ]
+
+
+def crop_windows(tensor: torch.Tensor, crops: Sequence[tuple[int, Box]]) -> torch.Tensor:
+    """The ``(image, box)`` crops of a (B, ..., H, W) tensor (images, or any per-pixel map)
+    stacked into (len(crops), ..., h, w)."""
+    return torch.stack([tensor[i, ..., y0:y1, x0:x1] for i, (y0, x0, y1, x1) in crops])
+
+
 @torch.no_grad()
 def sliding_window_logits(
     scorer: Scorer,
-    image: torch.Tensor,
+    images: torch.Tensor,
     *,
     window: int,
     stride: int,
     batch_size: int = 4,
     regions: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(1, 3, H, W) -> (1, Q, H, W) scores averaged over overlapping crops (each crop's scores
-    brought to the crop's size first); an image smaller than the window is one crop.
-    ``regions``: the image's (1, H, W) region map, cropped with each window and given to the
+    """(B, 3, H, W) -> (B, Q, H, W) scores averaged over overlapping crops (each crop's scores
+    brought to the crop's size first); an image smaller than the window is one crop. The
+    crops of all images go through the scorer ``batch_size`` at a time (image by image, each
+    image's crops row by row); each image's average is the one it has scored alone.
+    ``regions``: the images' (B, H, W) region map, cropped with each window and given to the
     scorer (``scorer(crops, regions=crop_maps)``)."""
     Windows(window, stride, batch_size)  # validates
-    _, _, h, w = image.shape
-    boxes = [
-        (y, x, min(y + window, h), min(x + window, w))
-        for y in window_starts(h, window, stride)
-        for x in window_starts(w, window, stride)
-    ]
+    b, _, h, w = images.shape
+    boxes = window_boxes(h, w, window, stride)
+    crops = [(i, box) for i in range(b) for box in boxes]
+    count = torch.zeros(1, 1, h, w, device=images.device)
+    for y0, x0, y1, x1 in boxes:
+        count[..., y0:y1, x0:x1] += 1
     total: torch.Tensor | None = None
-    count = torch.zeros(1, 1, h, w, device=image.device)
-    for start in range(0, len(boxes), max(1, batch_size)):
-        group = boxes[start : start + batch_size]
-        crops = torch.cat([image[..., y0:y1, x0:x1] for y0, x0, y1, x1 in group])
-        maps = (
-            None
-            if regions is None
-            else torch.cat([regions[..., y0:y1, x0:x1] for y0, x0, y1, x1 in group])
-        )
-        logits = upsample(_score(scorer, crops, maps).float(), crops.shape[-2:])
+    step = max(1, batch_size)
+    for start in range(0, len(crops), step):
+        group = crops[start : start + step]
+        batch = crop_windows(images, group)
+        maps = None if regions is None else crop_windows(regions, group)
+        logits = upsample(_score(scorer, batch, maps).float(), batch.shape[-2:])
         if total is None:
-            total = logits.new_zeros(1, logits.shape[1], h, w)
-        for (y0, x0, y1, x1), crop_logits in zip(group, logits, strict=True):
-            total[0, :, y0:y1, x0:x1] += crop_logits
-            count[..., y0:y1, x0:x1] += 1
+            total = logits.new_zeros(b, logits.shape[1], h, w)
+        for (i, (y0, x0, y1, x1)), crop_logits in zip(group, logits, strict=True):
+            total[i, :, y0:y1, x0:x1] += crop_logits
     assert total is not None
     return total / count
 
@@ -138,28 +154,23 @@ def dense_scores(
     regions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, 3, h, w) normalised images -> (B, Q, H, W) scores at ``size`` (default: the
-    input's): the scorer on the whole image or over ``windows`` (per image), upsampled, then
-    refined with the images resized to ``size`` (``refine``; ``None``: off). ``regions``: a
-    (B, H0, W0) region map, resized nearest to (h, w) and cropped with the windows for the
-    scorer."""
+    input's): the scorer on the whole image or over ``windows`` (the crops of all images
+    batched), upsampled, then refined with the images resized to ``size`` (``refine``;
+    ``None``: off). ``regions``: a (B, H0, W0) region map, resized nearest to (h, w) and
+    cropped with the windows for the scorer."""
     out = tuple(images.shape[-2:]) if size is None else (int(size[0]), int(size[1]))
     if regions is not None:
         regions = resize_regions(regions, images.shape[-2:])
     if windows is None:
         scores = _score(scorer, images, regions)
     else:
-        scores = torch.cat(
-            [
-                sliding_window_logits(
-                    scorer,
-                    image[None],
-                    window=windows.window,
-                    stride=windows.stride,
-                    batch_size=windows.batch,
-                    regions=None if regions is None else regions[i : i + 1],
-                )
-                for i, image in enumerate(images)
-            ]
+        scores = sliding_window_logits(
+            scorer,
+            images,
+            window=windows.window,
+            stride=windows.stride,
+            batch_size=windows.batch,
+            regions=regions,
         )
     scores = upsample(scores, out)
     if refine is not None:

@@ -32,7 +32,7 @@ from src.teacher.heads import (
     registered_heads,
     resolve_head_options,
 )
-from src.teacher.loading import create_clip, warn_unknown_words
+from src.teacher.loading import create_clip, inplace_quick_gelu, warn_unknown_words
 from src.teacher.masks import (
     PAD_REGION,
     RegionMasks,
@@ -183,6 +183,7 @@ class DenseClipTeacher(pl.LightningModule):
         self.clip = create_clip(clip_model, pretrained, precision=precision, quick_gelu=quick_gelu)
         self.clip.requires_grad_(False)
         self.clip.eval()
+        inplace_quick_gelu(self.clip)  # the same numbers with fewer temporaries
         self.stride = output_stride(self.clip.visual)
         self.tokenizer = open_clip.get_tokenizer(clip_model.replace("/", "-"))
 

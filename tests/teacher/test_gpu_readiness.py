@@ -137,7 +137,8 @@ def test_softmax32_and_full_precision() -> None:
 @pytest.mark.parametrize(
     # heads that read region maps decide on the regions' ids (their authors' per-image merge
     # and vote), so they read values by design: docs/TEACHERS.md, "GPU readiness"
-    "head", [h for h in registered_heads() if not head_spec(h).needs_regions]
+    "head",
+    [h for h in registered_heads() if not head_spec(h).needs_regions],
 )
 def test_the_forward_never_reads_a_tensor_value_on_the_host(proxies, head: str) -> None:
     """The whole scoring path (whole image and sliding windows; no refinement, PAMR, TLP) on

@@ -231,3 +231,22 @@ def test_tag_weights_found_in_clip_cache_or_clear_offline_error(tmp_path, monkey
 def test_tiny_images_are_padded_not_crashing(model: str) -> None:
     t = DenseClipTeacher(clip_model=model, pretrained=None, class_names=["a", "b"])
     assert t(torch.randn(1, 3, 20, 45)).shape == (1, 2, 20, 45)
+
+
+def test_the_teachers_quick_gelu_is_open_clips_with_fewer_temporaries() -> None:
+    from open_clip.transformer import QuickGELU
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(-2048, 2048, (2, 9, 64), generator=g).float() / 256
+    fast = loading.QuickGELUInPlace()
+    assert torch.equal(fast(x), QuickGELU()(x))  # bitwise: the same products
+    assert torch.equal(x, torch.randint(-2048, 2048, (2, 9, 64), generator=g.manual_seed(0)) / 256)
+    leaf = x.clone().requires_grad_(True)  # with a gradient: the plain formula, differentiable
+    fast(leaf).sum().backward()
+    reference = x.clone().requires_grad_(True)
+    QuickGELU()(reference).sum().backward()
+    assert torch.equal(leaf.grad, reference.grad)
+    teacher = DenseClipTeacher(clip_model="dc-test-vit", pretrained=None, class_names=["cat"],
+                               quick_gelu=True)  # fmt: skip
+    kinds = {type(m) for m in teacher.clip.modules()}
+    assert loading.QuickGELUInPlace in kinds and QuickGELU not in kinds

@@ -33,31 +33,54 @@ def rcs_blocks(depth: int) -> range:
     return range(min(start, stop - 1), stop)
 
 
-def line_of_sight(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+def line_of_sight(
+    labels: torch.Tensor, levels: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """ResCLIP's walk between patches (row-major over the (gh, gw) ``labels``):
     ``valid[i, j]`` when the samples ``round(p_i (1 - t) + p_j t)``, ``t = s / M`` for
     ``s = 0..steps_ij`` (``steps_ij`` the Chebyshev distance, ``M`` the largest on the grid;
-    fp32, round half to even), all carry ``i``'s label. Returns (valid, steps, M)."""
+    fp32, round half to even), all carry ``i``'s label. Returns (valid, steps, M).
+    ``levels``: an upper bound of the labels (compared as bytes when at most 256).
+
+    The sample's row depends only on the two rows and ``s``, its column only on the two
+    columns: both come from (gh, gh) and (gw, gw) tables per step (the same fp32 arithmetic
+    as ResCLIP's walk over all N x N pairs), then one gather of the labels per step over the
+    pairs (i's row, i's column, j's row, j's column)."""
     gh, gw = labels.shape
     n = gh * gw
-    idx = torch.arange(n, device=labels.device)
-    r, c = idx // gw, idx % gw
-    steps = torch.maximum((r[None] - r[:, None]).abs(), (c[None] - c[:, None]).abs())
+    device = labels.device
+    r = torch.arange(gh, device=device)
+    c = torch.arange(gw, device=device)
+    dr = (r[None] - r[:, None]).abs()  # (gh, gh): [ri, rj]
+    dc = (c[None] - c[:, None]).abs()  # (gw, gw): [ci, cj]
     big = max(gh, gw) - 1  # = steps.max(), from the shape: no host-device synchronisation
-    flat = labels.reshape(-1)
-    own = flat[:, None]
-    valid = torch.ones(n, n, dtype=torch.bool, device=labels.device)
-    t = torch.linspace(0, 1, big + 1, device=labels.device)
+    # pairs (i, j) laid out as (ci, cj, ri, rj): a step's samples are whole rows of a table;
+    # labels and steps in bytes where they fit (contiguous byte compares are the cheap ones)
+    # (``levels``: labels are below it; bytes then; read from no tensor: no host-device sync)
+    small = labels.to(torch.uint8) if levels is not None and levels <= 256 else labels
+    by_column = small.t().contiguous()  # (gw, gh): [c, r]
+    own = by_column.view(gw, 1, gh, 1).expand(gw, gw, gh, gh).contiguous()
+    steps = torch.maximum(dc.view(gw, gw, 1, 1), dr.view(1, 1, gh, gh))
+    steps_small = steps.to(torch.uint8) if big < 255 else steps
+    level = torch.empty_like(steps_small)
+    broken = torch.zeros(gw, gw, gh, gh, dtype=torch.bool, device=device)
+    t = torch.linspace(0, 1, big + 1, device=device)
     ri, rj, ci, cj = r[:, None], r[None, :], c[:, None], c[None, :]
     for s in range(1, big + 1):
         ts = t[s]
-        pr = (ri * (1 - ts) + rj * ts).round().long()
-        pc = (ci * (1 - ts) + cj * ts).round().long()
-        valid &= (steps < s) | (flat[pr * gw + pc] == own)
-    return valid, steps, big
+        pr = (ri * (1 - ts) + rj * ts).round().long()  # (gh, gh): the sample's row
+        pc = (ci * (1 - ts) + cj * ts).round().long()  # (gw, gw): the sample's column
+        rows = by_column[:, pr.view(-1)]  # (gw, gh * gh): [c, (ri, rj)]
+        sample = rows.index_select(0, pc.view(-1)).view(gw, gw, gh, gh)
+        broken |= (sample != own) & (steps_small >= level.fill_(s))  # off i's label, s <= steps
+    return (
+        broken.logical_not_().permute(2, 0, 3, 1).reshape(n, n),
+        steps.permute(2, 0, 3, 1).reshape(n, n),
+        big,
+    )
 
 
-def sfr_matrix(labels: torch.Tensor, std: float) -> torch.Tensor:
+def sfr_matrix(labels: torch.Tensor, std: float, levels: int | None = None) -> torch.Tensor:
     """ResCLIP's semantic-feedback matrix (1 + N, 1 + N) from per-patch labels (gh, gw):
     same-label pairs 1, decayed by ``exp(-steps / M)`` where the line of sight breaks, each
     row of the flattened matrix blurred by a 1-D Gaussian (zero padding), ReLU, rows scaled
@@ -65,15 +88,23 @@ def sfr_matrix(labels: torch.Tensor, std: float) -> torch.Tensor:
     n = labels.numel()
     flat = labels.reshape(-1)
     same = (flat[:, None] == flat[None, :]).float()
-    valid, steps, big = line_of_sight(labels)
-    if big > 0:
-        same = torch.where(valid, same, same * torch.exp(-steps / big))
+    valid, steps, big = line_of_sight(labels, levels)
+    if big > 0:  # exp(-steps / M) from a table of the M + 1 step counts
+        decay = torch.exp(-torch.arange(big + 1, device=labels.device) / big)
+        same = torch.where(valid, same, same * decay[steps])
     size = min(n, int(6 * std + 1))
     size += 1 - size % 2
     u = torch.arange(size, device=labels.device) - size // 2
     kernel = torch.exp(-(u**2) / (2 * std**2))
-    kernel = (kernel / kernel.sum()).view(1, 1, -1)
-    blurred = F.relu(F.conv1d(same.unsqueeze(1), kernel, padding=size // 2).squeeze(1))
+    kernel = kernel / kernel.sum()
+    # the 1-D convolution of every row (zero padding) as one shifted multiply-add per tap,
+    # in the tap order of F.conv1d (equal to it here; conv1d over N rows of N is slow on a CPU)
+    pad = size // 2
+    padded = F.pad(same, (pad, pad))
+    blurred = torch.zeros_like(same)
+    for tap, weight in enumerate(kernel.tolist()):
+        blurred.add_(padded[:, tap : tap + n], alpha=weight)
+    blurred = F.relu_(blurred)
     blurred = blurred / (blurred.sum(1, keepdim=True) + 1e-8)
     out = torch.zeros(n + 1, n + 1, device=labels.device)
     out[1:, 1:] = blurred
@@ -90,22 +121,27 @@ def patch_labels(labels: torch.Tensor, grid: tuple[int, int], patch: int) -> tor
 
 
 def _resclip_attention(
-    q_k: tuple[torch.Tensor, torch.Tensor],
+    logits: torch.Tensor,
+    v: torch.Tensor,
     rcs: torch.Tensor,
+    bias: torch.Tensor,
     opts: Mapping[str, Any],
-    grid: tuple[int, int],
     sfr: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    k, v = q_k
-    logits = self_attention(k, k)
+    """One pass's attention output from the shared scaled ``k k^T`` ``logits`` (left as they
+    are) and the Gaussian ``bias``; the same arithmetic as ResCLIP's, done in place."""
     if sfr is not None:  # (B, N, N), rounded to fp16 as ResCLIP's code does
         tau, lam = opts["sfr_weights"]
         peak = sfr.flatten(1).amax(1).view(-1, 1, 1, 1)
         sfr16 = (sfr[:, None] / peak).to(torch.float16)
-        logits = tau * ((1 - lam) * logits + (lam * sfr16).to(logits.dtype))
-    logits = logits + gaussian_bias(grid, opts["gaussian_std"], k.device).to(logits.dtype)
+        mixed = torch.mul(logits, 1 - lam).add_((lam * sfr16).to(logits.dtype)).mul_(tau)
+        mixed.add_(bias)
+    else:
+        mixed = logits + bias
+    attn = softmax32(mixed)  # float32 softmax (bf16 / fp16 weights or autocast)
+    del mixed
     tau, lam = opts["rcs_weights"]
-    attn = tau * ((1 - lam) * softmax32(logits) + lam * rcs)  # rows sum to tau
+    attn.mul_(1 - lam).add_(rcs * lam).mul_(tau)  # rows sum to tau
     return attn.to(v.dtype) @ v
 
 
@@ -135,11 +171,16 @@ def resclip_features(
     blocks = visual.transformer.resblocks
     chosen = rcs_blocks(len(blocks))
     x, grid, maps = vit_trunk(visual, images, attention_of=tuple(chosen))
-    rcs = torch.stack([maps[i] for i in chosen]).mean(0)  # (B, heads, N, N)
+    rcs = maps.pop(chosen[0])  # (B, heads, N, N): the mean, summed in place
+    for i in chosen[1:]:
+        rcs += maps.pop(i)
+    rcs /= len(chosen)
     block = blocks[-1]
     q, k, v = split_qkv(block, x)
+    logits = self_attention(k, k)  # both passes start from it
+    bias = gaussian_bias(grid, gaussian_std, k.device).to(logits.dtype)
     first = tokens_to_features(
-        visual, merge_heads(block, _resclip_attention((k, v), rcs, opts, grid))[:, 1:], grid
+        visual, merge_heads(block, _resclip_attention(logits, v, rcs, bias, opts))[:, 1:], grid
     )
     with full_precision(first.device):  # the first pass's labels in float32, as the authors'
         cos = torch.einsum(
@@ -155,8 +196,9 @@ def resclip_features(
     per_patch = patch_labels(labels, grid, patch)
     if first_pass is not None:
         first_pass["labels"] = per_patch
-    sfr = torch.stack([sfr_matrix(lab, gaussian_std) for lab in per_patch])
-    tokens = merge_heads(block, _resclip_attention((k, v), rcs, opts, grid, sfr))
+    levels = int(text.shape[0])  # the labels are name indices
+    sfr = torch.stack([sfr_matrix(lab, gaussian_std, levels) for lab in per_patch])
+    tokens = merge_heads(block, _resclip_attention(logits, v, rcs, bias, opts, sfr))
     return tokens_to_features(visual, tokens[:, 1:], grid), patch_keys(
         k, grid
     ) if with_keys else None

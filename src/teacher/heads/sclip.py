@@ -23,8 +23,10 @@ def sclip_features(visual: VisionTransformer, images: torch.Tensor, *, with_keys
     x, grid, _ = vit_trunk(visual, images)
     block = visual.transformer.resblocks[-1]
     q, k, v = split_qkv(block, x)
-    # both softmaxes and their sum in float32 (bf16 / fp16 weights or autocast)
-    attn = softmax32(self_attention(q, q).float()) + softmax32(self_attention(k, k).float())
+    # both softmaxes and their sum in float32 (bf16 / fp16 weights or autocast); the sum in
+    # place: fewer (N, N) buffers, the same sum
+    attn = softmax32(self_attention(q, q).float())
+    attn += softmax32(self_attention(k, k).float())
     x = x + block.ls_1(merge_heads(block, attn.to(v.dtype) @ v))
     x = x + block.ls_2(block.mlp(block.ln_2(x)))
     return tokens_to_features(visual, x[:, 1:], grid), patch_keys(k, grid) if with_keys else None
