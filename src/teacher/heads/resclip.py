@@ -94,7 +94,7 @@ def sfr_matrix(labels: torch.Tensor, std: float, levels: int | None = None) -> t
         same = torch.where(valid, same, same * decay[steps])
     size = min(n, int(6 * std + 1))
     size += 1 - size % 2
-    u = torch.arange(size, device=labels.device) - size // 2
+    u = torch.arange(size) - size // 2  # on the CPU: its weights are read as Python numbers
     kernel = torch.exp(-(u**2) / (2 * std**2))
     kernel = kernel / kernel.sum()
     # the 1-D convolution of every row (zero padding) as one shifted multiply-add per tap,
