@@ -26,10 +26,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-#: name -> teacher overrides (the tiny RN CLIP; the plain tiny ViT with NACLIP)
+NACLIP = ["teacher=tiny_shapes_vit_plain", "teacher.head=naclip"]
+#: name -> (teacher overrides, student overrides): the tiny RN CLIP; the plain tiny ViT with
+#: NACLIP, as is, with the class-balanced loss, and with PAMR too (docs/STUDENT.md)
 TEACHERS = {
-    "tiny_shapes": ["teacher=tiny_shapes"],
-    "tiny_shapes_vit_plain+naclip": ["teacher=tiny_shapes_vit_plain", "teacher.head=naclip"],
+    "tiny_shapes": (["teacher=tiny_shapes"], []),
+    "tiny_shapes_vit_plain+naclip": (NACLIP, []),
+    "tiny_shapes_vit_plain+naclip+balanced": (NACLIP, ["student.class_balance=1"]),
+    "tiny_shapes_vit_plain+naclip+pamr+balanced": (
+        [*NACLIP, "teacher.refine=pamr"],
+        ["student.class_balance=1"],
+    ),
 }
 CLASSES = "data.class_names=[circle, square, triangle]"
 #: the scenes are 112-176 px: crops and rescale at their own size (README: "set data.crop_size
@@ -76,21 +83,23 @@ def main(argv: list[str] | None = None) -> dict:
     write_scenes(folder, args.images)
     results: dict = {"images": args.images, "steps": args.steps, "teachers": {}}
     for name in args.teachers:
-        teacher = TEACHERS[name]
+        teacher, student_options = TEACHERS[name]
         evaluated = run(["src.eval", "data=shapes_independent", *teacher],
                         args.out / "eval" / f"{name}_teacher")  # fmt: skip
         rows = []
         for seed in args.seeds:
             train_dir = args.out / "train" / f"{name}_seed{seed}"
             command = ["src.train", "experiment=distill_folder", f"data.root={folder}", CLASSES,
-                       *teacher, *SMALL_IMAGES, f"trainer.max_steps={args.steps}",
+                       *teacher, *student_options, *SMALL_IMAGES, f"trainer.max_steps={args.steps}",
                        f"seed={seed}"]  # fmt: skip
             trained = run(command, train_dir)
             student = run(["src.eval", "data=shapes_independent",
                            f"ckpt_path={train_dir}/checkpoints/last.ckpt"],
                           args.out / "eval" / f"{name}_seed{seed}")  # fmt: skip
+            report = json.loads((train_dir / "distill" / "agreement.json").read_text())
             rows.append({"seed": seed, "student_miou": student["val/miou"],
                          "holdout_agreement": trained.get("val/teacher_agreement"),
+                         "holdout_per_class": report["per_class"],
                          "train_wall_s": trained["wall_s"],
                          "command": "python -m " + " ".join(command)})  # fmt: skip
             print(name, rows[-1], flush=True)
