@@ -33,6 +33,10 @@ TEACHERS = {
     "tiny_shapes": (["teacher=tiny_shapes"], []),
     "tiny_shapes_vit_plain+naclip": (NACLIP, []),
     "tiny_shapes_vit_plain+naclip+balanced": (NACLIP, ["student.class_balance=1"]),
+    "tiny_shapes_vit_plain+naclip+balanced+cached": (
+        NACLIP,
+        ["student.class_balance=1", "callbacks.teacher_label_cache.enabled=true"],
+    ),
     "tiny_shapes_vit_plain+naclip+pamr+balanced": (
         [*NACLIP, "teacher.refine=pamr"],
         ["student.class_balance=1"],
