@@ -2,10 +2,12 @@
 
 Writes ``--images`` scenes of the project's second renderer (``shapes_independent``, split
 ``train``) into a plain folder as PNGs without labels, runs the README command on it (plus a
-step limit and crops sized for these small images) for each teacher and seed, then scores the
+step limit and crops sized for these small images) for each entry of :data:`TEACHERS` (the
+teacher's overrides and the student's, e.g. ``student.class_balance=1``) and seed, then scores the
 students and their teachers with ``src.eval`` on the labelled ``val`` split of the same renderer
 (240 scenes, never trained on). One thread per run (``OMP_NUM_THREADS=1``); results to
-``--out/results.json`` and a Markdown table on stdout (docs/STUDENT.md).
+``--out/results.json`` (with each run's per-class hold-out figures) and a Markdown table on
+stdout (docs/STUDENT.md).
 
     OMP_NUM_THREADS=1 python scripts/distill_offline.py --out /tmp/distill_offline
     python scripts/distill_offline.py --out /tmp/d --images 16 --steps 2 --seeds 0   # smoke
