@@ -2,10 +2,12 @@
 
 Writes ``--images`` scenes of the project's second renderer (``shapes_independent``, split
 ``train``) into a plain folder as PNGs without labels, runs the README command on it (plus a
-step limit and crops sized for these small images) for each teacher and seed, then scores the
+step limit and crops sized for these small images) for each entry of :data:`TEACHERS` (the
+teacher's overrides and the student's, e.g. ``student.class_balance=1``) and seed, then scores the
 students and their teachers with ``src.eval`` on the labelled ``val`` split of the same renderer
 (240 scenes, never trained on). One thread per run (``OMP_NUM_THREADS=1``); results to
-``--out/results.json`` and a Markdown table on stdout (docs/STUDENT.md).
+``--out/results.json`` (with each run's per-class hold-out figures) and a Markdown table on
+stdout (docs/STUDENT.md).
 
     OMP_NUM_THREADS=1 python scripts/distill_offline.py --out /tmp/distill_offline
     python scripts/distill_offline.py --out /tmp/d --images 16 --steps 2 --seeds 0   # smoke
@@ -26,10 +28,22 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-#: name -> teacher overrides (the tiny RN CLIP; the plain tiny ViT with NACLIP)
+NACLIP = ["teacher=tiny_shapes_vit_plain", "teacher.head=naclip"]
+#: name -> (teacher overrides, student overrides): the tiny RN CLIP; the plain tiny ViT with
+#: NACLIP, as is, with the class-balanced loss, and with PAMR too (docs/STUDENT.md)
 TEACHERS = {
-    "tiny_shapes": ["teacher=tiny_shapes"],
-    "tiny_shapes_vit_plain+naclip": ["teacher=tiny_shapes_vit_plain", "teacher.head=naclip"],
+    "tiny_shapes": (["teacher=tiny_shapes"], []),
+    "tiny_shapes_vit_plain+naclip": (NACLIP, []),
+    "tiny_shapes_vit_plain+naclip+balanced": (NACLIP, ["student.class_balance=1"]),
+    "tiny_shapes_vit_plain+naclip+balanced0.5": (NACLIP, ["student.class_balance=0.5"]),
+    "tiny_shapes_vit_plain+naclip+balanced+cached": (
+        NACLIP,
+        ["student.class_balance=1", "callbacks.teacher_label_cache.enabled=true"],
+    ),
+    "tiny_shapes_vit_plain+naclip+pamr+balanced": (
+        [*NACLIP, "teacher.refine=pamr"],
+        ["student.class_balance=1"],
+    ),
 }
 CLASSES = "data.class_names=[circle, square, triangle]"
 #: the scenes are 112-176 px: crops and rescale at their own size (README: "set data.crop_size
@@ -71,26 +85,36 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--teachers", nargs="+", default=list(TEACHERS))
+    parser.add_argument("--no-teacher-eval", action="store_true",
+                        help="students only (the teachers' mIoU measured by another call)")  # fmt: skip
     args = parser.parse_args(argv)
     folder = args.out / "scenes"
     write_scenes(folder, args.images)
     results: dict = {"images": args.images, "steps": args.steps, "teachers": {}}
     for name in args.teachers:
-        teacher = TEACHERS[name]
-        evaluated = run(["src.eval", "data=shapes_independent", *teacher],
-                        args.out / "eval" / f"{name}_teacher")  # fmt: skip
+        teacher, student_options = TEACHERS[name]
+        evaluated = (
+            {"val/miou": float("nan")}
+            if args.no_teacher_eval
+            else run(
+                ["src.eval", "data=shapes_independent", *teacher],
+                args.out / "eval" / f"{name}_teacher",
+            )
+        )
         rows = []
         for seed in args.seeds:
             train_dir = args.out / "train" / f"{name}_seed{seed}"
             command = ["src.train", "experiment=distill_folder", f"data.root={folder}", CLASSES,
-                       *teacher, *SMALL_IMAGES, f"trainer.max_steps={args.steps}",
+                       *teacher, *student_options, *SMALL_IMAGES, f"trainer.max_steps={args.steps}",
                        f"seed={seed}"]  # fmt: skip
             trained = run(command, train_dir)
             student = run(["src.eval", "data=shapes_independent",
                            f"ckpt_path={train_dir}/checkpoints/last.ckpt"],
                           args.out / "eval" / f"{name}_seed{seed}")  # fmt: skip
+            report = json.loads((train_dir / "distill" / "agreement.json").read_text())
             rows.append({"seed": seed, "student_miou": student["val/miou"],
                          "holdout_agreement": trained.get("val/teacher_agreement"),
+                         "holdout_per_class": report["per_class"],
                          "train_wall_s": trained["wall_s"],
                          "command": "python -m " + " ".join(command)})  # fmt: skip
             print(name, rows[-1], flush=True)

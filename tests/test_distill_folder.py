@@ -323,3 +323,97 @@ def test_onnx_predictor_gives_the_students_masks_and_keeps_its_classes(tmp_path)
     assert onnx_predictor(path, list(student.class_names)).class_names == student.class_names
     with pytest.raises(UserError, match="ONNX file not found"):
         onnx_predictor(tmp_path / "missing.onnx")
+
+
+# ---------------------------------------------------------------------- a labelled set (data.val_root)
+def voc_tree(root: Path, count: int, *, top: int = 2) -> Path:
+    """A VOC-layout labelled set drawn with PIL: JPEG pictures, greyscale label PNGs (0
+    background, a disc of class 1, a box of class ``top``, a void border), ``val.txt``."""
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    ids = []
+    for i, photo in enumerate(draw_photos(root / "drawn", count)):
+        ids.append(f"img{i}")
+        Image.open(photo).convert("RGB").save(root / "JPEGImages" / f"img{i}.jpg")
+        label = Image.new("L", (96, 72), 0)
+        draw = ImageDraw.Draw(label)
+        draw.rectangle((50, 20, 85, 60), fill=top)
+        draw.ellipse((10, 10, 40, 40), fill=1)
+        draw.rectangle((0, 0, 95, 71), outline=255)
+        label.save(root / "SegmentationClass" / f"img{i}.png")
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("".join(f"{i}\n" for i in ids))
+    return root
+
+
+def test_labelled_scores_count_a_teachers_no_class_pixels_as_misses() -> None:
+    import torch
+
+    from src.student.distill import labelled_scores
+
+    confmat = torch.tensor([[3, 1, 1], [0, 2, 2], [0, 0, 0]])  # last column: no class
+    out = labelled_scores(confmat, ["cat", "dog"])
+    assert out["iou"] == {"cat": pytest.approx(3 / 5), "dog": pytest.approx(2 / 5)}
+    assert out["miou"] == pytest.approx(0.5) and out["pixels"] == 9
+
+
+@pytest.mark.parametrize(
+    ("tree", "message"),
+    [
+        ("missing", "PASCAL VOC 2012 root not found"),
+        ("no_labels", "label missing"),
+        ("class_value", "the labels hold class value 7 but data.class_names lists 4 classes"),
+    ],
+)
+def test_a_bad_val_root_is_one_line_before_anything_is_written(
+    tmp_path, monkeypatch, capsys, tree, message
+) -> None:
+    from src.train import train
+    from src.utils.task import run_task
+
+    monkeypatch.chdir(tmp_path)
+    draw_photos(tmp_path / "photos", 3)
+    labelled = tmp_path / "labelled"
+    if tree != "missing":
+        voc_tree(labelled, 2, top=7 if tree == "class_value" else 2)
+    if tree == "no_labels":
+        (labelled / "SegmentationClass" / "img1.png").unlink()
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    cfg = compose_distill(tmp_path, f"data.val_root={labelled}")
+    with pytest.raises(SystemExit) as code:
+        run_task(train, cfg, output_dir=tmp_path / "run")
+    assert code.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith(f"error: data.val_root={labelled}") and message in lines[0], lines
+    assert len(lines) == 2 and lines[1].startswith("  fix: ")
+    assert not (tmp_path / "run").exists()
+
+
+def test_val_root_scores_the_student_and_the_teacher_on_labelled_images(
+    tmp_path, monkeypatch
+) -> None:
+    """``data.val_root``: the student's and the teacher's mIoU on a VOC-layout tree (its
+    background ignored) in ``agreement.json``, ``metrics.json`` and the loggers."""
+    from src.train import train
+    from src.utils.task import run_task
+
+    monkeypatch.chdir(tmp_path)
+    draw_photos(tmp_path / "photos", 4)
+    labelled = voc_tree(tmp_path / "labelled", 2)
+    words = [f"data.val_root={labelled}", "callbacks.distill_report.export=null",
+             "data.num_workers=0", "data.crop_size=64", "data.scale=[256,64]"]  # fmt: skip
+    run_task(train, compose_distill(tmp_path, *words), output_dir=tmp_path / "run")
+    report = json.loads((tmp_path / "run" / "distill" / "agreement.json").read_text())
+    labelled_report = report["labelled"]
+    assert labelled_report["images"] == 2 and labelled_report["step"] == 2
+    # class pixels of the two labels (background and the void border ignored), at label size
+    label = np.asarray(Image.open(labelled / "SegmentationClass" / "img0.png"))
+    pixels = 2 * int(((label != 0) & (label != 255)).sum())
+    for who in ("student", "teacher"):
+        scores = labelled_report[who]
+        assert scores["pixels"] == pixels
+        assert set(scores["iou"]) == {"cat", "dog", "grass", "sky"}
+        assert scores["iou"]["grass"] is None and scores["iou"]["sky"] is None  # not labelled
+        assert 0.0 <= scores["miou"] <= 1.0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["val/labelled/miou"] == pytest.approx(labelled_report["student"]["miou"])
+    assert metrics["teacher/val/labelled/miou"] == pytest.approx(labelled_report["teacher"]["miou"])

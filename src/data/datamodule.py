@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from src.batch import BACKGROUND, CANDIDATES, IGNORE_INDEX, IMAGE, NAME, TARGET, UNLABELLED
 from src.data import datasets as _datasets  # noqa: F401  (fills the registry)
-from src.data.base import DATASETS, DataFileError, RawDataset
+from src.data.base import DATASETS, DataFileError, RawDataset, read_label
 from src.data.classnames import read_names_file
 from src.data.sampling import ResumableLoader, TrainSampler, sample_seed
 from src.data.splits import (
@@ -161,6 +161,16 @@ def _split_names_file(
     return list(entries), None
 
 
+def _label_of(raw: Any, index: int) -> np.ndarray:
+    """Sample ``index``'s label, from its file alone where the dataset lists files."""
+    items = getattr(raw, "items", None)
+    if items is not None and items[index][2] is not None:
+        palette = raw.palette() if hasattr(raw, "palette") else None
+        return read_label(items[index][2], max_class=raw.max_class, palette=palette)
+    label = raw[index].label
+    return np.zeros(0, np.uint8) if label is None else np.asarray(label)
+
+
 class SegmentationDataModule(pl.LightningDataModule):
     """Segmentation data for one dataset, background protocol and training setting.
 
@@ -205,6 +215,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         dataset_options: Mapping[str, Any] | None = None,
         corruption: Callable[[np.ndarray, int], np.ndarray] | None = None,
         names_file: str | None = None,
+        val_root: str | None = None,
+        val_layout: str = "voc",
     ) -> None:
         super().__init__()
         builder = dataset_builder(dataset)
@@ -276,6 +288,13 @@ class SegmentationDataModule(pl.LightningDataModule):
         )
         self.train_set: SegmentationSamples | None = None
         self.val_set: SegmentationSamples | None = None
+        #: a labelled set scored besides the (unlabelled) validation split: ``val_root`` read
+        #: in the layout of dataset ``val_layout`` (:meth:`labelled_val_dataset`)
+        self.val_root = None if val_root in (None, "") else str(val_root)
+        self.val_layout = str(val_layout)
+        self.labelled_set: SegmentationSamples | None = None
+        if self.val_root is not None:  # a bad labelled set fails here, before any training
+            self._labelled_raw_checked = self._labelled_raw()
 
     def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
         """Normalise images with the model's ``mean``/``std`` (call before the data is built).
@@ -348,6 +367,80 @@ class SegmentationDataModule(pl.LightningDataModule):
                 corruption=self.corruption,
             )
         return self.val_set
+
+    def _labelled_raw(self) -> RawDataset:
+        """The raw labelled set at ``val_root``, checked: a missing folder or label, no
+        images, or a label value beyond ``class_names`` is one line naming ``data.val_root``."""
+        where = f"data.val_root={self.val_root} (data.val_layout={self.val_layout})"
+        builder = dataset_builder(self.val_layout)
+        if not getattr(builder, "has_labels", True):
+            raise UserError(
+                f"data.val_layout={self.val_layout} has no labels",
+                "name the layout of the labelled set: voc, ade20k, cityscapes, context59, ...",
+            )
+        try:
+            raw = builder(root=self.val_root, split=self.val_split)
+        except UserError as err:
+            raise UserError(f"{where}: {err.problem}", err.fix) from None
+        if len(raw) == 0:
+            raise UserError(
+                f"{where}: no labelled images in split {self.val_split!r}",
+                "point data.val_root at a labelled set in that layout",
+            )
+        background = bool(getattr(builder, "has_background", False))
+        top = -1
+        for index in range(len(raw)):
+            try:
+                label = _label_of(raw, index)
+            except DataFileError as err:
+                raise UserError(f"{where}: {err.problem}", err.fix) from None
+            values = np.unique(label[label != IGNORE_INDEX])
+            top = max(top, int(values.max()) if values.size else -1)
+        if top < int(background):
+            raise UserError(
+                f"{where}: no labelled pixel of a class (all void"
+                + (" or background" if background else "")
+                + ")",
+                "point data.val_root at a labelled set (class indices in the label PNGs)",
+            )
+        classes = len(self.teacher_class_names)
+        if top - int(background) >= classes:
+            first = int(background)
+            raise UserError(
+                f"{where}: the labels hold class value {top} but data.class_names lists "
+                f"{classes} classes (label values {first}..{classes - 1 + first}"
+                + (", 0 background" if background else "")
+                + ")",
+                "list every labelled class in data.class_names, in label order",
+            )
+        return raw
+
+    def labelled_val_dataset(self) -> SegmentationSamples | None:
+        """The labelled set at ``val_root`` (``None`` without one), read by the builder of
+        dataset ``val_layout`` (any layout ``src.eval`` reads: ``voc``, ``ade20k``, ...; its
+        ``val_split``) and scored on this data's classes, background ignored. Checked when the
+        data module is built (:meth:`_labelled_raw`), before anything is trained."""
+        if self.val_root is None:
+            return None
+        if self.labelled_set is None:
+            raw = self._labelled_raw_checked
+            self.labelled_set = SegmentationSamples(
+                raw,
+                transform=eval_transform(mean=self.mean, std=self.std, scale=self.eval_scale),
+                label_lut=eval_label_lut(
+                    has_background=bool(getattr(raw, "has_background", False)),
+                    count_background=False,
+                ),
+                hide_lut=None,
+                candidates=self.candidates,
+                train=False,
+            )
+        return self.labelled_set
+
+    def labelled_val_dataloader(self) -> DataLoader | None:
+        """Batches of :meth:`labelled_val_dataset` (``None`` without ``val_root``)."""
+        data = self.labelled_val_dataset()
+        return None if data is None else self._eval_loader(data, batch_size=self.val_batch_size)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):

@@ -11,6 +11,10 @@ the hold-out list, judging the student without labels, and the deployable file.
   confidence (its largest class probability per pixel); the figures also go to the loggers
   (``distill/*``, TensorBoard histograms) and to ``metrics.json`` (``val/teacher_agreement``);
 - ``grid.png``: image | teacher | student for the first hold-out images (also TensorBoard);
+- with ``data.val_root`` (a labelled set in a layout ``src.eval`` reads): the student's mIoU
+  on it at each validation and at the end, and the teacher's once (``labelled`` in
+  ``agreement.json``; ``val/labelled/miou`` and ``teacher/val/labelled/miou`` in the loggers
+  and ``metrics.json``);
 - ``student.onnx`` (``export: onnx``; ``torchscript``; ``null`` for none) with its class names
   beside it (``student_classes.txt``), and the printed ``python -m src.predict`` command that
   segments a new folder with it (onnxruntime only, no training stack).
@@ -30,8 +34,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from src.batch import IMAGE, NAME
+from src.batch import IMAGE, NAME, TARGET
 from src.errors import UserError
+from src.evaluation.metrics import SegmentationMetrics, segmentation_scores
 from src.pictures.panels import denormalise, panel
 from src.utils.io import atomic_save_image, atomic_save_json, atomic_write_text
 
@@ -120,6 +125,21 @@ def _masks(
     return t_mask, t_conf, s_mask, s_conf
 
 
+def labelled_scores(confmat: torch.Tensor, class_names: list[str]) -> dict[str, Any]:
+    """mIoU and per-class IoU of a ``(K+1, K+1)`` confusion matrix whose last column counts
+    the pixels given no class (a teacher's background): misses of their true class."""
+    iou = segmentation_scores(confmat)["iou"][: len(class_names)]
+    known = iou[~torch.isnan(iou)]
+    return {
+        "miou": float(known.mean()) if known.numel() else None,
+        "iou": {
+            n: None if math.isnan(v) else float(v)
+            for n, v in zip(class_names, iou.tolist(), strict=True)
+        },
+        "pixels": int(confmat.sum()),
+    }
+
+
 def _stack_rows(rows: list[np.ndarray], gap: int = 6) -> np.ndarray:
     """Panels one below the other, padded white to the widest."""
     width = max(r.shape[1] for r in rows)
@@ -165,6 +185,9 @@ class DistillReport(pl.Callback):
         self.epoch_seconds: list[float] = []  #: wall time of each whole training epoch
         self._epoch_start: float | None = None
         self.exported: Path | None = None  #: the exported file
+        #: the last scores on ``data.val_root`` (student, at ``step``) and the teacher's (once)
+        self.labelled: dict[str, Any] | None = None
+        self._teacher_labelled: dict[str, Any] | None = None
 
     def _folder(self, trainer: pl.Trainer) -> Path:
         return Path(self.dirpath or Path(trainer.default_root_dir) / "distill")
@@ -202,6 +225,67 @@ class DistillReport(pl.Callback):
             self.epoch_seconds.append(round(time.perf_counter() - self._epoch_start, 3))
         self._epoch_start = None
 
+    # ------------------------------------------------------------------ labelled set
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.is_global_zero:
+            self.score_labelled(trainer, pl_module)
+
+    @torch.no_grad()
+    def score_labelled(self, trainer: pl.Trainer, pl_module: Any) -> dict[str, Any] | None:
+        """The student's mIoU on ``data.val_root`` at this step (and the teacher's, once):
+        ``{"step", "student", "teacher"}`` (:func:`labelled_scores`), logged as
+        ``val/labelled/miou`` and ``teacher/val/labelled/miou``; ``None`` without a labelled
+        set. Pixels a teacher with a background gives no class count as misses."""
+        make = getattr(trainer.datamodule, "labelled_val_dataloader", None)
+        loader = None if make is None else make()
+        if loader is None:
+            return None
+        step = int(trainer.global_step)
+        if self.labelled is not None and self.labelled["step"] == step:
+            return self.labelled
+        names = list(pl_module.class_names)
+        k = len(names)
+        student = SegmentationMetrics(k + 1).to(pl_module.device)
+        teacher = (
+            None if self._teacher_labelled else SegmentationMetrics(k + 1).to(pl_module.device)
+        )
+        was_training = pl_module.training
+        pl_module.eval()
+        for batch in loader:
+            images, target = batch[IMAGE].to(pl_module.device), batch[TARGET].to(pl_module.device)
+            size = tuple(target.shape[-2:])
+            student.update(pl_module.predict_logits(images, size).argmax(1), target)
+            if teacher is not None:
+                scores = pl_module.teacher_logits(images, size)
+                none = ~torch.isfinite(scores).any(1)
+                teacher.update(scores.argmax(1).masked_fill(none, k), target)
+        pl_module.train(was_training)
+        if teacher is not None:
+            self._teacher_labelled = labelled_scores(teacher.confmat.cpu(), names)
+        self.labelled = {
+            "step": step,
+            "images": len(loader.dataset),
+            "student": labelled_scores(student.confmat.cpu(), names),
+            "teacher": self._teacher_labelled,
+        }
+        flat = {
+            "val/labelled/miou": self.labelled["student"]["miou"],
+            "teacher/val/labelled/miou": self._teacher_labelled["miou"],
+        }
+        flat = {key: value for key, value in flat.items() if value is not None}
+        for logger in trainer.loggers:
+            logger.log_metrics(flat, step)
+        for key, value in flat.items():  # metrics.json (src.train keeps val/* and teacher/val/*)
+            trainer.callback_metrics[key] = torch.tensor(value)
+        log.info(
+            "labelled set %s (%d images): student mIoU %s, teacher %s",
+            trainer.datamodule.val_root,
+            self.labelled["images"],
+            _pct(self.labelled["student"]["miou"]),
+            _pct(self._teacher_labelled["miou"]),
+        )
+        return self.labelled
+
     # ------------------------------------------------------------------ end
     @torch.no_grad()
     def judge(self, trainer: pl.Trainer, pl_module: Any) -> dict[str, Any]:
@@ -237,6 +321,9 @@ class DistillReport(pl.Callback):
         result["images"] = len(loader.dataset)
         result["step"] = int(trainer.global_step)
         result["epoch_seconds"] = list(self.epoch_seconds)  # whole training epochs only
+        labelled = self.score_labelled(trainer, pl_module)
+        if labelled is not None:
+            result["labelled"] = labelled
         atomic_save_json(folder / "agreement.json", result)
         grid = _stack_rows(rows) if rows else None
         if grid is not None:
@@ -312,6 +399,10 @@ class DistillReport(pl.Callback):
             f"segment a new folder with:\n  {command}",
             flush=True,
         )
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def _shown(path: Path) -> str:

@@ -183,6 +183,11 @@ class DenseClipPlus(pl.LightningModule):
         unlabelled: what the ``UNLABELLED`` pixels are trained on before the switch:
             ``teacher`` (the paper's DenseCLIP guidance) or ``ignore`` (void: seen-only
             training, Table 2a's first row). After the switch both take the self labels.
+        class_balance: weight the cross-entropy of class ``c`` by ``(mean share / share of c)
+            ** class_balance``, the shares counted over every training label so far (kept in
+            the checkpoint); ``0``: off (the paper's plain cross-entropy), ``1``: inverse
+            frequency. For teachers that give one class most pixels of a folder (its
+            background, unnamed), which a student from scratch collapses onto.
     """
 
     def __init__(
@@ -211,6 +216,7 @@ class DenseClipPlus(pl.LightningModule):
         freeze_bn: bool = False,
         train_crop: int | None = None,
         unlabelled: str = "teacher",
+        class_balance: float = 0.0,
     ) -> None:
         super().__init__()
         if isinstance(teacher, Mapping):
@@ -234,6 +240,11 @@ class DenseClipPlus(pl.LightningModule):
             raise UserError(
                 f"student.unlabelled must be one of {list(UNLABELLED_MODES)}, got {unlabelled!r}",
                 "use teacher (the paper) or ignore (seen-only training)",
+            )
+        if isinstance(class_balance, bool) or not 0.0 <= float(class_balance) <= 1.0:
+            raise UserError(
+                f"student.class_balance={class_balance!r} is not a number in [0, 1]",
+                "use 0 (off, the paper's loss), 1 (inverse class frequency) or between",
             )
         if train_crop is not None and int(train_crop) < 8:
             raise UserError(f"train_crop must be at least 8 pixels or null, got {train_crop}")
@@ -271,6 +282,8 @@ class DenseClipPlus(pl.LightningModule):
             head_dilations=None if head_dilations is None else list(head_dilations),
             visual=teacher.trainable_visual() if backbone == "clip" else None,
         )
+        if class_balance:  # pixels of each class among the training labels so far
+            self.register_buffer("label_counts", torch.zeros(len(names), dtype=torch.float64))
         self.ema: torch.optim.swa_utils.AveragedModel | None = None
         if ema_decay is not None:
             self.ema = torch.optim.swa_utils.AveragedModel(
@@ -508,12 +521,29 @@ class DenseClipPlus(pl.LightningModule):
         )
         target = self.pseudo_targets(batch, logits)
         if bool((target != IGNORE_INDEX).any()):
-            loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
+            loss = F.cross_entropy(
+                logits.float(), target, weight=self.class_weights(target), ignore_index=IGNORE_INDEX
+            )
         else:  # nothing to learn from in this batch
             loss = logits.sum() * 0.0
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
+
+    def class_weights(self, target: Tensor) -> Tensor | None:
+        """The cross-entropy's class weights after counting ``target``'s labels
+        (``class_balance``; ``None`` when off): ``(mean share / share) ** class_balance``,
+        classes not seen yet weighted as the rarest seen."""
+        power = float(self.hparams.get("class_balance") or 0.0)
+        if not power:
+            return None
+        labels = target[target != IGNORE_INDEX]
+        self.label_counts += torch.bincount(labels, minlength=len(self.label_counts)).to(
+            self.label_counts
+        )
+        counts, seen = self.label_counts, self.label_counts > 0
+        weight = (counts.mean() / torch.where(seen, counts, counts[seen].min())) ** power
+        return weight.float().to(target.device)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """The optimizer step, then the EMA's update: both before any callback's

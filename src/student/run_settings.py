@@ -36,6 +36,8 @@ SKIP = {
     "val_batch_size",
     "cache_dir",
     "names_file_dir",
+    "val_root",  # a labelled set only scored (data.val_root), never trained on
+    "val_layout",
 }
 #: mappings recorded as one value (a head's options are one setting)
 LEAVES = {"head_options"}

@@ -211,3 +211,28 @@ def test_train_crop_the_teacher_labels_the_whole_image(teacher, tmp_path, monkey
     student.net.register_forward_pre_hook(lambda m, a: seen.append(("student", a[0].shape[-2:])))
     quick_trainer(tmp_path, max_steps=1).fit(student, datamodule=ScenesData())
     assert seen == [("teacher", (32, 32), (32, 32)), ("student", (16, 16))]
+
+
+def test_class_balance_weights_the_loss_by_inverse_label_frequency_so_far(teacher) -> None:
+    assert tiny_student(teacher).class_weights(torch.zeros(1, 2, 2, dtype=torch.long)) is None
+    student = tiny_student(teacher, class_balance=1.0)  # 4 classes: background first
+    first = torch.tensor([[[1, 1, 1, 1, 1, 1], [2, 2, V, V, V, V]]])  # 6 x class 1, 2 x class 2
+    # mean count 2 (8 pixels / 4 classes); classes 0 and 3 not seen: weighted as the rarest (2)
+    assert student.class_weights(first).tolist() == pytest.approx([1.0, 2 / 6, 1.0, 1.0])
+    second = torch.tensor([[[3, 3, 3, 3, 2, 2], [2, 2, 2, 2, 0, 0]]])  # counts now 2, 6, 8, 4
+    assert student.class_weights(second).tolist() == pytest.approx([2.5, 5 / 6, 5 / 8, 5 / 4])
+    assert student.label_counts.tolist() == [2.0, 6.0, 8.0, 4.0]  # kept in the checkpoint
+    assert "label_counts" in student.state_dict()
+    half = tiny_student(teacher, class_balance=0.5)
+    assert half.class_weights(first).tolist() == pytest.approx([1.0, (2 / 6) ** 0.5, 1.0, 1.0])
+    for bad in (-0.5, 2, True):
+        with pytest.raises(UserError, match="class_balance"):
+            tiny_student(teacher, class_balance=bad)
+
+
+def test_class_balance_counts_the_training_labels_of_each_step(teacher, tmp_path) -> None:
+    student = tiny_student(teacher, class_balance=1.0)
+    quick_trainer(tmp_path, max_steps=2).fit(student, datamodule=ScenesData())
+    counts = student.label_counts
+    # two steps of ScenesData's batches: every pixel not void (3/4 of each 32 x 32 scene)
+    assert counts.sum().item() == 2 * ScenesData().batch_size * 32 * 24
