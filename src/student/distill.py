@@ -256,7 +256,10 @@ class DistillReport(pl.Callback):
             size = tuple(target.shape[-2:])
             student.update(pl_module.predict_logits(images, size).argmax(1), target)
             if teacher is not None:
-                scores = pl_module.teacher_logits(images, size)
+                stems = batch.get(NAME) if isinstance(batch, dict) else None
+                scores = pl_module.teacher_logits(  # stems: for precomputed region masks
+                    images, size, names=None if stems is None else list(stems)
+                )
                 none = ~torch.isfinite(scores).any(1)
                 teacher.update(scores.argmax(1).masked_fill(none, k), target)
         pl_module.train(was_training)
