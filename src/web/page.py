@@ -155,15 +155,33 @@ def handle(
             log.exception("the request failed")
         return (error_html(err), None, "", None, [], "", None)
     ok = f'<p class="ok">Done: {html.escape(", ".join(result.class_names))}</p>'
-    return (
-        ok,
-        result.overlay,
-        legend_html(result.legend),
-        result.mask,
-        [(image, f"{name}") for image, name in result.confidence],
-        result.timing(),
-        str(result.files),
-    )
+    overlay, mask, confidence = page_pictures(result)
+    return (ok, overlay, legend_html(result.legend), mask, confidence, result.timing(),
+            str(result.files))  # fmt: skip
+
+
+def page_pictures(result: PageResult) -> tuple[str, str, list[tuple[str, str]]]:
+    """The overlay, the coloured mask and the confidence maps as files of this request's own
+    (``<request folder>.page/``, beside the folder the zip holds), for the page to show.
+
+    Gradio copies a file it is given into its cache under a temporary name and renames it, but
+    writes a picture given as an array or PIL image in place, at a path named by its content:
+    two requests with the same picture (the same image and classes at once) could then hand a
+    browser a half-written file (seen under load: "Too little data for declared
+    Content-Length")."""
+    from PIL import Image
+
+    from src.utils.io import atomic_save_image
+
+    folder = Path(f"{result.folder}.page")
+    folder.mkdir(parents=True, exist_ok=True)
+    overlay = atomic_save_image(folder / "overlay.png", result.overlay)
+    mask = atomic_save_image(folder / "mask.png", Image.fromarray(result.mask))
+    maps = [
+        (str(atomic_save_image(folder / f"confidence_{i}.png", Image.fromarray(heat))), name)
+        for i, (heat, name) in enumerate(result.confidence)
+    ]
+    return str(overlay), str(mask), maps
 
 
 def build_page(

@@ -159,10 +159,20 @@ def test_a_working_request_through_the_page_handler(segmenter: Segmenter, scene_
     status, overlay, legend, mask, gallery, timing, files = handle(
         segmenter, str(scene_file), SHAPES, "tiny_shapes", None, "", "", 0.0, True
     )
-    assert "Done" in status and overlay.size[1] == 128 and mask.shape == (128, 128, 3)
+    assert "Done" in status and Image.open(overlay).size[1] == 128
+    assert np.asarray(Image.open(mask)).shape == (128, 128, 3)
     assert [c for _, c in gallery] == ["circle", "square", "triangle"]
     assert all(f'class="name">{n}<' in legend for n in ["circle", "square", "triangle"])
     assert "into 3 classes" in timing and Path(files).suffix == ".zip"
+    # the pictures are files of this request's own, beside (not in) the folder the zip holds
+    page = Path(overlay).parent
+    assert page.name == Path(files).with_suffix("").name + ".page"
+    assert {Path(mask).parent, *(Path(p).parent for p, _ in gallery)} == {page}
+    a_second = handle(segmenter, str(scene_file), SHAPES, "tiny_shapes", None, "", "", 0.0, True)
+    assert Path(a_second[1]).parent != page  # the same picture again: another request's file
+    assert np.array_equal(np.asarray(Image.open(a_second[3])), np.asarray(Image.open(mask)))
+    with zipfile.ZipFile(files) as archive:
+        assert not any(".page" in n for n in archive.namelist())
 
 
 def test_parsing_of_classes_and_options() -> None:
