@@ -162,7 +162,8 @@ def handle(
 
 def page_pictures(result: PageResult) -> tuple[str, str, list[tuple[str, str]]]:
     """The overlay, the coloured mask and the confidence maps as files of this request's own
-    (``<request folder>.page/``, beside the folder the zip holds), for the page to show.
+    (``<requests folder>_page/<request>/``, apart from the request's folder and its zip), for
+    the page to show.
 
     Gradio copies a file it is given into its cache under a temporary name and renames it, but
     writes a picture given as an array or PIL image in place, at a path named by its content:
@@ -173,7 +174,7 @@ def page_pictures(result: PageResult) -> tuple[str, str, list[tuple[str, str]]]:
 
     from src.utils.io import atomic_save_image
 
-    folder = Path(f"{result.folder}.page")
+    folder = Path(f"{result.folder.parent}_page") / result.folder.name
     folder.mkdir(parents=True, exist_ok=True)
     overlay = atomic_save_image(folder / "overlay.png", result.overlay)
     mask = atomic_save_image(folder / "mask.png", Image.fromarray(result.mask))

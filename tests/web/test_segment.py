@@ -164,15 +164,16 @@ def test_a_working_request_through_the_page_handler(segmenter: Segmenter, scene_
     assert [c for _, c in gallery] == ["circle", "square", "triangle"]
     assert all(f'class="name">{n}<' in legend for n in ["circle", "square", "triangle"])
     assert "into 3 classes" in timing and Path(files).suffix == ".zip"
-    # the pictures are files of this request's own, beside (not in) the folder the zip holds
+    # the pictures are files of this request's own, apart from its folder and zip
     page = Path(overlay).parent
-    assert page.name == Path(files).with_suffix("").name + ".page"
+    request = Path(files).with_suffix("")
+    assert page == Path(f"{request.parent}_page") / request.name
     assert {Path(mask).parent, *(Path(p).parent for p, _ in gallery)} == {page}
     a_second = handle(segmenter, str(scene_file), SHAPES, "tiny_shapes", None, "", "", 0.0, True)
     assert Path(a_second[1]).parent != page  # the same picture again: another request's file
     assert np.array_equal(np.asarray(Image.open(a_second[3])), np.asarray(Image.open(mask)))
     with zipfile.ZipFile(files) as archive:
-        assert not any(".page" in n for n in archive.namelist())
+        assert not {Path(n).name for n in archive.namelist()} & {"overlay.png", "mask.png"}
 
 
 def test_parsing_of_classes_and_options() -> None:
