@@ -74,3 +74,20 @@ def test_two_commands_started_together_write_two_run_folders(tmp_path: Path) -> 
         assert json.loads((run / "metrics.json").read_text())["predict/images"] == 1
         assert len(json.loads((run / "legend.json").read_text())["images"]) == 1
         assert (run / ".hydra" / "overrides.yaml").read_text().count("input=dot.png") == 1
+
+
+def test_a_sweep_jobs_folder_is_one_folder_of_at_most_200_bytes() -> None:
+    """A path in an override (``teacher.proxy_weights=/w/dino.pth``) made nested job folders
+    (``sweep/*/metrics.json`` found none of them); a long override list can pass the file
+    system's 255 bytes per name."""
+    name = "0_data=voc21,teacher.proxy_weights=/w/dino.pth"
+    assert run_dirs.job_dir(name) == "0_data=voc21,teacher.proxy_weights=_w_dino.pth"
+    long = "1_" + ",".join(f"teacher.masks_options={{dir:/data/masks/{i:03d}}}" for i in range(9))
+    short = run_dirs.job_dir(long)
+    assert "/" not in short and len(short.encode()) <= run_dirs.MAX_JOB_DIR
+    assert short.startswith("1_teacher.masks_options={dir:_data_masks_000}")
+    assert short != run_dirs.job_dir(long.replace("008", "009"))  # the hash tells them apart
+    assert run_dirs.job_dir("2_data=shapes") == "2_data=shapes"  # short ones as they were
+    register_resolvers()
+    cfg = OmegaConf.create({"n": "3_a=/x/y", "d": "${dc.job_dir:${n}}"})
+    assert cfg.d == "3_a=_x_y"

@@ -21,7 +21,9 @@ from typing import NoReturn
 
 from omegaconf import OmegaConf
 
-RESOLVERS = ("dc.cwd", "dc.run_dir")
+RESOLVERS = ("dc.cwd", "dc.run_dir", "dc.job_dir")
+#: the longest name of a sweep job's folder (file systems allow 255 bytes)
+MAX_JOB_DIR = 200
 
 
 def new_run_dir(parent: str | os.PathLike, *, now: datetime | None = None) -> str:
@@ -46,6 +48,20 @@ def new_run_dir(parent: str | os.PathLike, *, now: datetime | None = None) -> st
         _cannot_create(folder, err)
 
 
+def job_dir(name: str) -> str:
+    """A sweep job's folder name from ``<job num>_<overrides>``: one folder, never nested
+    (a path in an override, e.g. ``teacher.proxy_weights=/w/dino.pth``, has its ``/`` written
+    as ``_``), at most :data:`MAX_JOB_DIR` bytes (a longer one ends in a hash of the whole)."""
+    import hashlib
+
+    safe = str(name).replace("/", "_").replace(os.sep, "_")
+    if len(safe.encode()) <= MAX_JOB_DIR:
+        return safe
+    digest = hashlib.sha256(safe.encode()).hexdigest()[:8]
+    head = safe.encode()[: MAX_JOB_DIR - 10].decode(errors="ignore")
+    return f"{head}~{digest}"
+
+
 def _cannot_create(folder: Path, err: OSError) -> NoReturn:
     from src.errors import UserError
 
@@ -60,8 +76,10 @@ def _cannot_create(folder: Path, err: OSError) -> NoReturn:
 
 
 def register_resolvers() -> None:
-    """Register ``dc.cwd`` and ``dc.run_dir`` with OmegaConf (idempotent)."""
+    """Register ``dc.cwd``, ``dc.run_dir`` and ``dc.job_dir`` with OmegaConf (idempotent)."""
     if not OmegaConf.has_resolver("dc.cwd"):
         OmegaConf.register_new_resolver("dc.cwd", os.getcwd)
     if not OmegaConf.has_resolver("dc.run_dir"):
         OmegaConf.register_new_resolver("dc.run_dir", new_run_dir, use_cache=True)
+    if not OmegaConf.has_resolver("dc.job_dir"):
+        OmegaConf.register_new_resolver("dc.job_dir", job_dir)

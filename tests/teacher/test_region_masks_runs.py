@@ -192,7 +192,8 @@ def test_the_corrclip_8_benchmark_command_with_precomputed_masks(tmp_path: Path)
     torch.save({k: v.half() for k, v in dino.state_dict().items()}, tmp_path / "dino.pth")
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "src.eval", "-m", "protocol=training_free",
-               f"data={','.join(BENCHMARKS)}", "teacher=tiny_vit_test", "teacher.head=corrclip",
+               f"data={','.join(BENCHMARKS)}", "teacher=tiny_shapes_vit_plain",
+               "teacher.head=corrclip",
                "teacher.masks=precomputed", f"teacher.masks_options={{dir:{folder}}}",
                "teacher.proxy=dino_vitb8", f"teacher.proxy_weights={tmp_path / 'dino.pth'}",
                f"paths.data_dir={tmp_path}", f"paths.log_dir={tmp_path}/logs",
