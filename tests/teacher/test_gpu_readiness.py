@@ -14,7 +14,6 @@ import torch
 
 from src.errors import UserError
 from src.scoring import Windows
-from src.teacher import proxy as proxy_module
 from src.teacher.heads import head_spec, registered_heads
 from src.teacher.model import DenseClipTeacher
 from src.teacher.precision import full_precision, softmax32
@@ -27,25 +26,6 @@ AGREE = {"bf16": 0.985, "autocast": 0.985, "fp16": 0.997}
 #: largest score difference from fp32 (measured: bf16 up to 0.039 (ProxyCLIP, its random
 #: fp16 proxy), fp16 up to 8.7e-4)
 DIFF = {"bf16": 0.06, "autocast": 0.06, "fp16": 3e-3}
-
-
-@pytest.fixture(scope="module")
-def proxy_file(tmp_path_factory) -> Path:
-    """A small timm ViT (random, fp16 file) to stand in for ProxyCLIP's DINO."""
-    import timm
-
-    torch.manual_seed(3)
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0)
-    path = tmp_path_factory.mktemp("proxy") / "tiny_proxy.pth"
-    torch.save({k: v.half() for k, v in model.state_dict().items()}, path)
-    return path
-
-
-@pytest.fixture()
-def proxies(monkeypatch, proxy_file: Path) -> Path:
-    spec = proxy_module.ProxySpec("vit_tiny_patch16_224", "a test ViT-Ti/16", "tiny.pth")
-    monkeypatch.setitem(proxy_module.PROXIES, "tiny_test", spec)
-    return proxy_file
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 from src.errors import UserError
 from src.teacher import heads as heads_module
-from src.teacher import proxy as proxy_module
 from src.teacher.features import vit_dense
 from src.teacher.heads import resclip as resclip_module
 from src.teacher.model import DenseClipTeacher
@@ -20,25 +19,6 @@ from src.teacher.pamr import pamr
 
 SHAPES = ["circle", "square", "triangle"]
 VIT_HEADS = ["sclip", "clearclip", "naclip", "resclip", "proxyclip"]
-
-
-@pytest.fixture(scope="module")
-def tiny_proxy(tmp_path_factory) -> Path:
-    """A small timm ViT registered as proxy ``tiny_test`` with its weights in a local file."""
-    import timm
-
-    torch.manual_seed(3)
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0)
-    path = tmp_path_factory.mktemp("proxy") / "tiny_proxy.pth"
-    torch.save({k: v.half() for k, v in model.state_dict().items()}, path)
-    return path
-
-
-@pytest.fixture()
-def proxies(monkeypatch, tiny_proxy: Path) -> Path:
-    spec = proxy_module.ProxySpec("vit_tiny_patch16_224", "a test ViT-Ti/16", "tiny.pth")
-    monkeypatch.setitem(proxy_module.PROXIES, "tiny_test", spec)
-    return tiny_proxy
 
 
 @pytest.fixture(scope="module")
