@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from src.errors import UserError
+from src.eval import protocol_settings, protocol_windows
 from src.evaluation.benchmarks import TRAINING_FREE_BENCHMARKS
 from src.teacher.heads import published_rows
 from tests.data.layouts import (
@@ -239,3 +240,17 @@ def test_corrclip_preset_is_its_configs(tmp_path: Path, data: str) -> None:
     assert cfg.teacher.background_threshold == threshold and cfg.teacher.logit_scale == 40
     assert (cfg.teacher.head, cfg.teacher.proxy) == ("corrclip", "dino_vitb8")
     assert cfg.teacher.templates == "imagenet80"
+    # each window padded in the middle to 56 (forward_slide), as the scoring path is asked to
+    windows = protocol_windows(protocol_settings(cfg))
+    assert (windows.window, windows.stride, windows.pad) == (window, 112, 56)
+
+
+def test_only_corrclip_pads_its_windows(tmp_path: Path) -> None:
+    """Every other protocol's windows go to the model as they are (``window_pad: null``);
+    a bad padding is one line."""
+    for protocol in ("training_free", "pearl"):
+        cfg = compose_protocol(tmp_path, f"protocol={protocol}", "data=ade20k", "teacher=vit_b16")
+        assert protocol_windows(protocol_settings(cfg)).pad == 0
+    cfg = compose_protocol(tmp_path, "protocol=corrclip", "data=ade20k", "protocol.window_pad=-8")
+    with pytest.raises(UserError, match="protocol.window_pad=-8"):
+        protocol_settings(cfg)
