@@ -10,6 +10,11 @@ is the batch over the median forward time, timed with the thread's CPU time on o
     python scripts/bench_heads.py --quick               # tiny only, seconds
     python scripts/bench_heads.py --out docs/bench_heads.json
     python scripts/bench_heads.py --device cuda --models ViT-B-16@448   # peak = CUDA memory
+    python scripts/bench_heads.py --heads maskclip --generators slic felzenszwalb  # + masks
+
+``--generators``: a region-mask generator alone (``teacher.masks=superpixels`` with its
+``method``; uncached), on shapes-world scenes resized to each model's size and batch, also in a
+fresh process each: ``RegionMasks.maps`` on the batch, the same clock and peak memory.
 
 ViT-B/16 runs with random weights (nothing is downloaded) and ProxyCLIP with a random DINO
 ViT-B/8 proxy written to a temporary file: speed and memory do not depend on the weights.
@@ -123,6 +128,51 @@ def run_one(model: str, head: str, refine: str | None, proxy_file: str | None, a
     }
 
 
+#: generator points: name -> (teacher.masks, teacher.masks_options)
+GENERATORS = {
+    "slic": ("superpixels", {"method": "slic"}),
+    "felzenszwalb": ("superpixels", {"method": "felzenszwalb"}),
+}
+
+
+def run_generator(model: str, generator: str, args) -> dict:
+    """One mask-generator point, in this process: the (B, H, W) region maps of a batch of
+    ``model``'s size, uncached. The images are shapes-world scenes resized to that size (a
+    superpixel method's time depends on the content: on random noise slic collapses to one
+    region and felzenszwalb splits into hundreds)."""
+    import torch
+    import torch.nn.functional as F
+
+    from src.data.shapes import ShapesConfig, render_scene
+    from src.teacher.masks import RegionMasks
+
+    torch.set_num_threads(args.threads)
+    _, h, w, batch = MODELS[model]
+    name, options = GENERATORS[generator]
+    masks = RegionMasks(name, options, None)
+    built = _peak_mb()
+    scenes = [torch.from_numpy(render_scene(ShapesConfig(), i, "val").image) for i in range(batch)]
+    pixels = torch.stack(scenes).permute(0, 3, 1, 2).float() / 255
+    pixels = F.interpolate(pixels, size=(h, w), mode="bilinear", align_corners=False)
+    mean, std = (0.48, 0.46, 0.41), (0.27, 0.26, 0.28)  # CLIP's, rounded
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    x = (pixels - m) / s  # normalised, as the teacher hands images to its masks
+    clock = time.thread_time if args.threads == 1 else time.perf_counter
+    times = []
+    for i in range(args.warmup + args.repeats):
+        start = clock()
+        maps = masks.maps(x, mean=mean, std=std)
+        if i >= args.warmup:
+            times.append(clock() - start)
+    assert tuple(maps.shape) == (batch, h, w)
+    median = statistics.median(times)
+    return {"model": model, "generator": generator, "batch": batch, "size": [h, w],
+            "seconds_per_batch": median, "images_per_s": batch / median,
+            "peak_rss_mb": _peak_mb(), "forward_extra_mb": _peak_mb() - built,
+            "regions_per_image": float(torch.tensor([len(m.unique()) for m in maps]).float().mean()),
+            "clock": "thread CPU time" if args.threads == 1 else "wall"}  # fmt: skip
+
+
 def proxy_weights_file(folder: Path) -> Path:
     """A random DINO ViT-B/8 (timm layout) for ProxyCLIP's speed."""
     import timm
@@ -179,10 +229,18 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:n]")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--generators", nargs="*", default=[], choices=list(GENERATORS),
+                        help="also time these region-mask generators alone")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     parser.add_argument("--one", nargs=4, metavar=("MODEL", "HEAD", "REFINE", "PROXY"),
                         help=argparse.SUPPRESS)  # fmt: skip
+    parser.add_argument("--one-generator", nargs=2, metavar=("MODEL", "GENERATOR"),
+                        help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args(argv)
+    if args.one_generator:
+        result = run_generator(*args.one_generator, args)
+        print("RESULT " + json.dumps(result))
+        return [result]
     if args.one:
         model, head, refine, proxy = args.one
         result = run_one(model, head, None if refine == "none" else refine,
@@ -193,25 +251,29 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     models = args.models or (["tiny_shapes_vit_plain@128"] if args.quick else list(MODELS))
     points = [(m, h, None) for m in models for h in args.heads]
     points += [(m, h, r) for m in models for h, r in refined_points(args.heads)]
-    results = []
+    results: list[dict[str, Any]] = []
+    generated: list[dict[str, Any]] = []  # the mask generators' points
     from src.teacher.heads import head_spec
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = any(head_spec(h).needs_weights for h in args.heads)
         proxy = str(proxy_weights_file(Path(tmp))) if weights else "none"
-        for model, head, refine in points:
-            cmd = [sys.executable, __file__, "--one", model, head, refine or "none", proxy,
-                   "--threads", str(args.threads), "--device", args.device, "--warmup", str(args.warmup),
-                   "--repeats", str(args.repeats)]  # fmt: skip
+        common = ["--threads", str(args.threads), "--device", args.device, "--warmup",
+                  str(args.warmup), "--repeats", str(args.repeats)]  # fmt: skip
+        runs = [(f"{m} {h} {r}", ["--one", m, h, r or "none", proxy]) for m, h, r in points]
+        runs += [(f"{m} masks={g}", ["--one-generator", m, g])
+                 for m in models for g in args.generators]  # fmt: skip
+        for what, point in runs:
+            cmd = [sys.executable, __file__, *point, *common]
             env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:
-                print(f"{model} {head} {refine}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+                print(f"{what}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
                 continue
             result = json.loads(lines[-1][len("RESULT ") :])
-            results.append(result)
-            print(f"{model:26s} {head:9s} {str(refine):5s} {result['images_per_s']:8.2f} img/s  "
+            (generated if "generator" in result else results).append(result)
+            print(f"{what:42s} {result['images_per_s']:8.2f} img/s  "
                   f"peak {result['peak_rss_mb']:7.0f} MB (+{result['forward_extra_mb']:.0f})",
                   flush=True)  # fmt: skip
     overheads = pamr_overheads(results)
@@ -226,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                         "cores": os.cpu_count(), "threads": args.threads},
             "results": results,
             "pamr_overheads": overheads,
+            **({"generators": generated} if generated else {}),
         })  # fmt: skip
     return results
 

@@ -378,6 +378,9 @@ def load_runs(metrics_path: Path) -> list[Run]:
     refine = _select(config, "teacher.refine")
     if refine not in (None, "", "null", "none", False):  # "<head> + <refine>": its own row
         base["head"] += f" + {refine}"
+    masks = _select(config, "teacher.masks")
+    if masks not in (None, "", "null", "none", False):  # region masks: "<head>, <masks> masks"
+        base["head"] += f", {masks} masks"
     base["ablation"] = _text(choices.get("ablation"), overrides.get("ablation"), NONE)
     if _select(config, "callbacks.drift_guard.enabled") is True:
         base["ablation"] += _guard_label(_select(config, "callbacks.drift_guard"))

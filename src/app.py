@@ -52,10 +52,10 @@ def page_settings(cfg: DictConfig) -> Settings:
     """The prediction settings of the config (``src.predict``'s keys and defaults)."""
     values = {f.name: cfg.get(f.name) for f in fields(Settings)}
     missing = [k for k, v in values.items() if v is None and k not in ("threshold", "logit_scale",
-               "max_size", "min_size")]  # fmt: skip
+               "max_size", "min_size", "window_pad")]  # fmt: skip
     if missing:
         raise UserError(f"the app config lacks {missing}", "restore conf/app.yaml's defaults")
-    return Settings(**values)
+    return Settings(**{**values, "window_pad": int(values["window_pad"] or 0)})
 
 
 def compose_teacher(choice: str, options: tuple[str, ...]) -> DictConfig:

@@ -79,6 +79,12 @@ def protocol_settings(cfg: DictConfig) -> dict[str, Any]:
             raise UserError(
                 f"protocol.window={window} / protocol.stride={stride}: need 0 < stride <= window"
             )
+        pad = protocol.get("window_pad")
+        if pad is not None and (not isinstance(pad, int) or pad < 0):
+            raise UserError(
+                f"protocol.window_pad={pad!r} is not a valid value",
+                "give a whole number of pixels (CorrCLIP's 56) or null for no padding",
+            )
     return protocol
 
 
@@ -96,13 +102,17 @@ def check_background(teacher: Any, dm: Any) -> None:
 
 def protocol_windows(protocol: dict[str, Any]) -> Any:
     """The protocol's sliding windows for the one scoring path (:mod:`src.scoring`), or
-    ``None`` (whole images)."""
+    ``None`` (whole images); ``protocol.window_pad``: each crop padded in the middle to a
+    multiple of it (CorrCLIP's 56; null: none)."""
     from src.scoring import Windows
 
     if not protocol.get("sliding_window"):
         return None
     return Windows(
-        int(protocol["window"]), int(protocol["stride"]), int(protocol.get("window_batch", 8))
+        int(protocol["window"]),
+        int(protocol["stride"]),
+        int(protocol.get("window_batch", 8)),
+        int(protocol.get("window_pad") or 0),
     )
 
 

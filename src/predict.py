@@ -84,6 +84,7 @@ def read_settings(cfg: DictConfig) -> Settings:
         window=number("window", int, low=1),
         stride=number("stride", int, low=1),
         window_batch=number("window_batch", int, low=1),
+        window_pad=number("window_pad", int, low=0, null=True) or 0,
         threshold=number("threshold", float, low=1e-9, high=1.0, null=True),
         logit_scale=number("logit_scale", float, low=1e-9, null=True),
         confidence_maps=bool(cfg.confidence_maps),

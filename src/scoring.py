@@ -39,21 +39,31 @@ Refiner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Reducer = Callable[[torch.Tensor], torch.Tensor]
 Vote = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  #: (scores, regions) -> scores
 
+#: the region id a window's region map is padded with where the window is padded (CorrCLIP's
+#: ``forward_slide`` pads its crops' masks with 10000; also the id the teacher pads to its patch)
+PAD_REGION = 10000
+
 
 @dataclass(frozen=True)
 class Windows:
     """Sliding windows: ``window`` x ``window`` crops every ``stride`` pixels, ``batch`` crops
-    per forward (MMSegmentation's ``slide`` mode)."""
+    per forward (MMSegmentation's ``slide`` mode). ``pad``: each crop is padded *in the middle*
+    to a multiple of ``pad`` before the scorer (image 0, region map :data:`PAD_REGION`) and its
+    scores, upsampled to the padded crop, are cut back (CorrCLIP's ``forward_slide``: 56);
+    0: no padding here (the scorer pads to its patch, bottom and right)."""
 
     window: int
     stride: int
     batch: int = 4
+    pad: int = 0
 
     def __post_init__(self) -> None:
         if self.window <= 0 or self.stride <= 0 or self.stride > self.window:
             raise ValueError(
                 f"need 0 < stride <= window, got window={self.window}, stride={self.stride}"
             )
+        if self.pad < 0:
+            raise ValueError(f"need pad >= 0 (0: none), got pad={self.pad}")
 
 
 def window_starts(length: int, window: int, stride: int) -> list[int]:
@@ -100,6 +110,16 @@ def window_boxes(h: int, w: int, window: int, stride: int) -> list[Box]:
     ]
 
 
+def centre_padding(h: int, w: int, multiple: int) -> tuple[int, int, int, int]:
+    """``(left, right, top, bottom)`` padding that brings an ``h`` x ``w`` crop to a multiple
+    of ``multiple`` with the crop in the middle (CorrCLIP's ``forward_slide``: the odd pixel
+    right and bottom); no padding for ``multiple`` 0."""
+    if multiple <= 0:
+        return (0, 0, 0, 0)
+    ph, pw = (-h) % multiple, (-w) % multiple
+    return (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+
+
 def crop_windows(tensor: torch.Tensor, crops: Sequence[tuple[int, Box]]) -> torch.Tensor:
     """The ``(image, box)`` crops of a (B, ..., H, W) tensor (images, or any per-pixel map)
     stacked into (len(crops), ..., h, w)."""
@@ -115,16 +135,21 @@ def sliding_window_logits(
     stride: int,
     batch_size: int = 4,
     regions: torch.Tensor | None = None,
+    pad: int = 0,
 ) -> torch.Tensor:
     """(B, 3, H, W) -> (B, Q, H, W) scores averaged over overlapping crops (each crop's scores
     brought to the crop's size first); an image smaller than the window is one crop. The
     crops of all images go through the scorer ``batch_size`` at a time (image by image, each
     image's crops row by row); each image's average is the one it has scored alone.
     ``regions``: the images' (B, H, W) region map, cropped with each window and given to the
-    scorer (``scorer(crops, regions=crop_maps)``)."""
-    Windows(window, stride, batch_size)  # validates
+    scorer (``scorer(crops, regions=crop_maps)``). ``pad``: each crop padded in the middle to
+    a multiple of it (:class:`Windows`), its scores brought to the padded size and cut back."""
+    Windows(window, stride, batch_size, pad)  # validates
     b, _, h, w = images.shape
     boxes = window_boxes(h, w, window, stride)
+    y0, x0, y1, x1 = boxes[0]  # every crop has this size
+    left, right, top, bottom = centre_padding(y1 - y0, x1 - x0, pad)
+    ch, cw = y1 - y0, x1 - x0
     crops = [(i, box) for i in range(b) for box in boxes]
     count = torch.zeros(1, 1, h, w, device=images.device)
     for y0, x0, y1, x1 in boxes:
@@ -135,7 +160,12 @@ def sliding_window_logits(
         group = crops[start : start + step]
         batch = crop_windows(images, group)
         maps = None if regions is None else crop_windows(regions, group)
+        if left + right + top + bottom:
+            batch = F.pad(batch, (left, right, top, bottom))
+            if maps is not None:
+                maps = F.pad(maps, (left, right, top, bottom), value=PAD_REGION)
         logits = upsample(_score(scorer, batch, maps).float(), batch.shape[-2:])
+        logits = logits[..., top : top + ch, left : left + cw]
         if total is None:
             total = logits.new_zeros(b, logits.shape[1], h, w)
         for (i, (y0, x0, y1, x1)), crop_logits in zip(group, logits, strict=True):
@@ -171,6 +201,7 @@ def dense_scores(
             stride=windows.stride,
             batch_size=windows.batch,
             regions=regions,
+            pad=windows.pad,
         )
     scores = upsample(scores, out)
     if refine is not None:

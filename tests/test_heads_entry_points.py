@@ -127,3 +127,74 @@ def test_a_sweep_over_heads_trains_one_student_each(tmp_path: Path) -> None:
     assert len(runs) == 3
     heads = [load_student(path).teacher.head for path in runs]
     assert heads == ["maskclip", "naclip", "resclip"]
+
+
+@pytest.fixture(scope="module")
+def dino_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A DINO ViT-B/8 with random weights (timm layout, fp16), for CorrCLIP's proxy."""
+    import timm
+
+    path = tmp_path_factory.mktemp("dino") / "dino_vitbase8_pretrain.pth"
+    dino = timm.create_model("vit_base_patch8_224.dino", pretrained=False, num_classes=0)
+    torch.save({k: v.half() for k, v in dino.state_dict().items()}, path)
+    return path
+
+
+#: issue 21's heads as a user sets them (CorrCLIP: superpixel regions, the random DINO file)
+NEW_HEADS = {
+    "corrclip": [
+        "teacher.head=corrclip",
+        "teacher.masks=superpixels",
+        "teacher.masks_options={segments:16}",
+    ],  # fmt: skip
+    "pearl": ["teacher.head=pearl", "teacher.refine=tlp"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", sorted(NEW_HEADS))
+def test_the_issue_21_heads_in_training_eval_predict_and_the_page(
+    head: str, dino_file: Path, tmp_path: Path
+) -> None:
+    """``teacher.head=corrclip teacher.masks=superpixels`` and ``teacher.head=pearl
+    teacher.refine=tlp`` on the tiny plain ViT: a student trained on their labels keeps them
+    in its checkpoint, eval scores with them, and predict and the page give the same logits
+    (whole image and sliding windows, CorrCLIP's padded to 56)."""
+    from dataclasses import replace
+
+    from src.prediction.models import LoadedModel, ModelCache
+    from src.prediction.predictor import predict_image, predictor_from_teacher
+    from src.web.segment import ModelRequest, Segmenter
+    from tests.teacher.test_region_masks import CPU, SETTINGS
+
+    over = ["teacher=tiny_shapes_vit_plain", *NEW_HEADS[head], f"teacher.proxy_weights={dino_file}"]
+    out = tmp_path / "run"
+    cfg = compose_train(out, *over, "callbacks.pseudo_label_switch.enabled=false",
+                        "trainer.max_steps=1", "trainer.val_check_interval=1")  # fmt: skip
+    metrics = train(cfg)
+    assert metrics["train/global_step"] == 1 and 0.0 <= metrics["teacher/val/miou"] <= 1.0
+    teacher = load_student(out / "checkpoints" / "last.ckpt").teacher
+    assert teacher.head == head and teacher.refine == ("tlp" if head == "pearl" else None)
+    assert teacher.config()["masks"] == ("superpixels" if head == "corrclip" else None)
+    small = ["data=shapes", "data.dataset_options.val_length=4"]
+    evaluated = evaluate(compose_eval(tmp_path / "eval", *small, *over))
+    assert evaluated["teacher_config"]["head"] == head and 0.0 <= evaluated["val/miou"] <= 1.0
+
+    teacher = instantiate(cfg.teacher, class_names=["circle", "square", "triangle"])
+    image = render_scene(ShapesConfig(), 0, "val").image[:90, :120]  # not whole patches
+    path = tmp_path / "scene.png"
+    Image.fromarray(image).save(path)
+    loaded = LoadedModel(teacher, "teacher", {}, list(teacher.class_names))
+    for windowed in (False, True):
+        settings = replace(SETTINGS, sliding_window=windowed, window=64, stride=32,
+                           window_pad=56 if head == "corrclip" else 0)  # fmt: skip
+        with torch.inference_mode():
+            predicted = predict_image(predictor_from_teacher(teacher), image, settings, CPU)
+        page = Segmenter(loader=lambda request, classes, m=loaded: m, settings=settings,
+                         device=CPU, out_dir=tmp_path / f"page{windowed}", cache=ModelCache(1))  # fmt: skip
+        result = page.segment(path, "circle, square, triangle", ModelRequest("any"),
+                              sliding_window=windowed)  # fmt: skip
+        paged = torch.from_numpy(np.load(result.folder / "scene_logits.npy"))
+        assert predicted.logits.shape == (3, 90, 120)
+        assert torch.isfinite(predicted.logits).all()
+        assert torch.equal(paged, predicted.logits)

@@ -86,6 +86,13 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     legend = {"classes": ["cat", "dog"], "colors": [[128, 0, 0], [0, 128, 0]], "images": [],
               "no_class": {"value": 255, "color": [224, 224, 192]}, "model": {}, "settings": {}}  # fmt: skip
     (base / "out" / "legend.json").write_text(json.dumps(legend))
+    import timm  # the DINO ViT-B/8 a region head reads (random weights, stored fp16)
+
+    dino = timm.create_model("vit_base_patch8_224.dino", pretrained=False, num_classes=0)
+    torch.save({k: v.half() for k, v in dino.state_dict().items()}, base / "dino.pth")
+    for name, stem in (("masks", "not_in_the_data"), ("badmasks", "photo")):
+        (base / name).mkdir()
+        np.savez(base / name / f"{stem}.npz", instance_mask=np.zeros((8, 8), dtype=np.int32))
     voc = make_voc(base / "VOCbad")
     label = label_pattern(0, 20)
     label[5, 5] = 42

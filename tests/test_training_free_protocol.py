@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 import yaml
 
 from src.errors import UserError
+from src.eval import protocol_settings, protocol_windows
 from src.evaluation.benchmarks import TRAINING_FREE_BENCHMARKS
 from src.teacher.heads import published_rows
 from tests.data.layouts import (
@@ -59,6 +61,39 @@ def make_benchmarks(base: Path) -> None:
     make_coco_object(base, n_val=1)
     make_cityscapes(base, n_val=1)
     make_ade20k(base, n_val=1)
+
+
+def readme_command(start: str) -> list[str]:
+    """The words of the README command that begins with ``start`` (its continuation lines
+    joined), as a user types it."""
+    text = re.sub(r"\\\n\s*", " ", (ROOT / "README.md").read_text())
+    lines = [line for line in text.splitlines() if line.startswith(start)]
+    assert len(lines) == 1, f"README.md should hold one command starting {start!r}"
+    return shlex.split(lines[0])
+
+
+def run_readme_command(
+    start: str, root: Path, replace: dict[str, str], timeout: int = 900
+) -> tuple[Path, str]:
+    """Runs the README command that begins with ``start`` as written, but for the words in
+    ``replace`` (each must be there: the real CLIP for a shipped tiny one, the user's files
+    for the test's), in the repository with ``DENSECLIP_ROOT=root`` (the benchmarks under
+    ``root/data``, as the default paths have them); then ``collect_results.py`` on its sweep.
+    Returns the sweep folder and the printed table."""
+    words = readme_command(start)
+    missing = sorted(set(replace) - set(words))
+    assert not missing, f"the README command no longer has {missing}"
+    command = [sys.executable, *[replace.get(w, w) for w in words[1:]]]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1",
+           "DENSECLIP_ROOT": str(root), "DENSECLIP_CACHE_DIR": str(root / ".cache")}  # fmt: skip
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = next((root / "logs" / "eval" / "multiruns").iterdir())
+    table = subprocess.run([sys.executable, "scripts/collect_results.py", str(sweep)], cwd=ROOT,
+                           env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    return sweep, table.stdout
 
 
 def test_the_readme_command_evaluates_all_8_and_prints_the_table(tmp_path: Path) -> None:
@@ -191,23 +226,24 @@ def test_pearl_preset_is_the_protocol_plus_pearls_settings(tmp_path: Path, data:
 
 @pytest.mark.slow
 def test_the_pearl_command_evaluates_all_8_and_prints_pearls_row(tmp_path: Path) -> None:
-    make_benchmarks(tmp_path)
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "src.eval", "-m", "protocol=pearl",
-               f"data={','.join(BENCHMARKS)}", "teacher=tiny_vit_test",
-               f"paths.data_dir={tmp_path}", f"paths.log_dir={tmp_path}/logs",
-               f"paths.cache_dir={tmp_path}/cache", "data.num_workers=0"]  # fmt: skip
-    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    sweep = next((tmp_path / "logs" / "eval" / "multiruns").iterdir())
-    assert len(list(sweep.glob("*/metrics.json"))) == 8
-    table = subprocess.run([sys.executable, "scripts/collect_results.py", str(sweep)], cwd=ROOT,
-                           env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert table.returncode == 0, table.stderr
-    rows = [line for line in table.stdout.splitlines() if line.startswith("| measured")]
+    """README's ``protocol=pearl teacher.head=pearl`` command on the 8 generated trees (the
+    tiny test CLIP for ViT-B/16): every benchmark scored with PEARL's settings, its row beside
+    PEARL's published one."""
+    make_benchmarks(tmp_path / "data")
+    sweep, table = run_readme_command(
+        "python -m src.eval -m protocol=pearl",
+        tmp_path,
+        {"teacher=vit_b16": "teacher=tiny_vit_test"},
+    )
+    configs = [yaml.safe_load((p.parent / ".hydra" / "config.yaml").read_text())
+               for p in sweep.glob("*/metrics.json")]  # fmt: skip
+    assert len(configs) == 8
+    assert {c["protocol"]["dataset"] for c in configs} == set(BENCHMARKS)
+    assert all((c["teacher"]["head"], c["teacher"]["refine"]) == ("pearl", "tlp") for c in configs)
+    rows = [line for line in table.splitlines() if line.startswith("| measured")]
     assert len(rows) == 1 and "(pearl + tlp)" in rows[0] and "tiny_vit_test" in rows[0]
     assert rows[0].rstrip(" |").split("|")[-1].strip() != "-"  # all 8 there: a mean
-    pearl = next(line for line in table.stdout.splitlines() if "PEARL with TLP" in line)
+    pearl = next(line for line in table.splitlines() if "PEARL with TLP" in line)
     assert pearl.rstrip(" |").endswith("| 43.2")
 
 
@@ -239,3 +275,17 @@ def test_corrclip_preset_is_its_configs(tmp_path: Path, data: str) -> None:
     assert cfg.teacher.background_threshold == threshold and cfg.teacher.logit_scale == 40
     assert (cfg.teacher.head, cfg.teacher.proxy) == ("corrclip", "dino_vitb8")
     assert cfg.teacher.templates == "imagenet80"
+    # each window padded in the middle to 56 (forward_slide), as the scoring path is asked to
+    windows = protocol_windows(protocol_settings(cfg))
+    assert (windows.window, windows.stride, windows.pad) == (window, 112, 56)
+
+
+def test_only_corrclip_pads_its_windows(tmp_path: Path) -> None:
+    """Every other protocol's windows go to the model as they are (``window_pad: null``);
+    a bad padding is one line."""
+    for protocol in ("training_free", "pearl"):
+        cfg = compose_protocol(tmp_path, f"protocol={protocol}", "data=ade20k", "teacher=vit_b16")
+        assert protocol_windows(protocol_settings(cfg)).pad == 0
+    cfg = compose_protocol(tmp_path, "protocol=corrclip", "data=ade20k", "protocol.window_pad=-8")
+    with pytest.raises(UserError, match="protocol.window_pad=-8"):
+        protocol_settings(cfg)

@@ -142,6 +142,7 @@ class Settings:
     overlay_alpha: float
     legend_max_entries: int
     save_logits: bool = False  #: also keep the (K, H, W) float32 logits at the image's size
+    window_pad: int = 0  #: crops padded in the middle to a multiple of it (0: none; CorrCLIP 56)
 
 
 def class_list(value: Any) -> list[str] | None:
@@ -201,7 +202,7 @@ def predict_image(
     x = resize_short_side(x.float() / 255, settings.max_size, min_size)
     x = predictor.normalize(x)
     windows = (
-        Windows(settings.window, settings.stride, settings.window_batch)
+        Windows(settings.window, settings.stride, settings.window_batch, settings.window_pad)
         if settings.sliding_window
         else None
     )

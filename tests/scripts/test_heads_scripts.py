@@ -45,3 +45,13 @@ def test_bench_heads_states_what_pamr_adds() -> None:
     ]
     (o,) = bench.pamr_overheads(rows)
     assert (o["head"], o["slowdown"], o["pamr_adds"]) == ("naclip", 1.25, 0.25)
+
+
+def test_bench_heads_times_a_mask_generator_alone() -> None:
+    bench = _script("bench_heads")
+    args = argparse.Namespace(threads=1, warmup=0, repeats=1, device="cpu")
+    result = bench.run_generator("tiny_shapes_vit_plain@128", "slic", args)
+    assert (result["generator"], result["batch"], result["size"]) == ("slic", 16, [128, 128])
+    assert result["images_per_s"] > 0 and result["peak_rss_mb"] > 0
+    assert 1 < result["regions_per_image"] <= 64 * 2  # about segments=64 SLIC regions
+    assert result["clock"] == "thread CPU time"

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from src.prediction.windows import sliding_window_logits
+from src.scoring import PAD_REGION, Windows, dense_scores
 from src.teacher import tlp as tlp_module
 from src.teacher.model import DenseClipTeacher
 from src.teacher.pamr import pamr
@@ -589,49 +590,37 @@ def compare_corrclip_forward(teacher: DenseClipTeacher, case: dict) -> None:
     assert (sub - case["img_logits_sub"].float()).abs().max().item() <= TOL
 
 
-def corrclip_slide(teacher, x, regions, settings: dict) -> torch.Tensor:
-    """CorrCLIP's ``forward_slide`` composed here around our head: crops of ``crop`` every
-    ``stride`` px (the last at the border), each padded to a multiple of ``multiple`` in the
-    middle (image zeros, region map ``pad_id``), its logits upsampled to the padded crop,
-    cut back, summed and divided by the count (``settings``: the case's)."""
-    crop, stride = settings["slide_crop"], settings["slide_stride"]
-    multiple, pad_id = settings["pad_multiple"], settings["mask_pad_value"]
-    _, _, h, w = x.shape
-    total = torch.zeros(1, len(NAMES), h, w)
-    count = torch.zeros(1, 1, h, w)
-    rows = max(h - crop + stride - 1, 0) // stride + 1
-    cols = max(w - crop + stride - 1, 0) // stride + 1
-    for i in range(rows):
-        for j in range(cols):
-            y1, x1 = i * stride, j * stride
-            y2, x2 = min(y1 + crop, h), min(x1 + crop, w)
-            y1, x1 = max(y2 - crop, 0), max(x2 - crop, 0)
-            img, reg = x[..., y1:y2, x1:x2], regions[:, y1:y2, x1:x2]
-            ch, cw = img.shape[-2:]
-            ph, pw = (-ch) % multiple, (-cw) % multiple
-            pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
-            img = F.pad(img, pad)
-            reg = F.pad(reg, pad, value=pad_id)
-            cos = corrclip_cosines(teacher, img, reg, settings["merge_eps"])
-            cos = F.interpolate(cos, size=img.shape[-2:], mode="bilinear", align_corners=False)
-            total[..., y1:y2, x1:x2] += cos[..., pad[2] : pad[2] + ch, pad[0] : pad[0] + cw]
-            count[..., y1:y2, x1:x2] += 1
-    return total / count
+def corrclip_windows(settings: dict, pad: int | None = None) -> Windows:
+    """The case's sliding windows as the protocol gives them (``protocol=corrclip``: 336 / 112,
+    ``window_pad`` 56; ``pad``: another padding); the fixture's pad id is the scoring path's."""
+    assert settings["mask_pad_value"] == PAD_REGION
+    pad = settings["pad_multiple"] if pad is None else pad
+    return Windows(settings["slide_crop"], settings["slide_stride"], batch=2, pad=pad)
 
 
-def compare_corrclip_predict(teacher: DenseClipTeacher, fx: dict, case: dict) -> None:
-    """Their ``predict`` with precomputed masks: the map (at the original size) resized
-    nearest to the input, the windows, the logits resized to the original size, softmax,
-    best name per class, threshold, then the map correction (:func:`region_vote`)."""
+def compare_corrclip_predict(
+    teacher: DenseClipTeacher, fx: dict, case: dict, proxy_weights: str, pad: int | None = None
+) -> None:
+    """Their ``predict`` with precomputed masks through the one scoring path
+    (:func:`src.scoring.dense_scores`: the map at the original size resized nearest to the
+    input, their windows padded in the middle to 56, the logits resized to the original
+    size), then softmax, best name per class, threshold (written here), then the map
+    correction (:func:`region_vote`)."""
     from src.teacher.regions import region_vote, vote_labels
 
     settings = case["settings"]
     x = fixture_image(case)
     ori = tuple(case["ori_shape"])
     regions = fixture_regions(case, ori)
-    resized = F.interpolate(regions[None, None].float(), size=x.shape[-2:], mode="nearest")
-    logits = corrclip_slide(teacher, x, resized[:, 0].int(), settings)
-    logits = F.interpolate(logits, size=ori, mode="bilinear", align_corners=False)
+    options = {"merge_eps": settings["merge_eps"]}
+    teacher.set_head("corrclip", options, proxy="dino_vitb8", proxy_weights=proxy_weights)
+    logits = dense_scores(
+        teacher.input_scores,
+        x,
+        size=ori,
+        windows=corrclip_windows(settings, pad),
+        regions=regions[None],
+    )
     p, pred = authors_probabilities(logits[0], fx, settings, renorm=False)
     step, off = case["sub_step"], case["sub_offset"]
     assert (p[:, off::step, off::step] - case["seg_probs_sub"].float()).abs().max() <= TOL
@@ -672,13 +661,15 @@ def test_corrclip_equals_the_authors_fast(corrclip_teacher) -> None:
         "predict_slide_pad_eps001",
     ],
 )
-def test_corrclip_equals_the_authors_every_case(corrclip_teacher, case_name: str) -> None:
+def test_corrclip_equals_the_authors_every_case(
+    corrclip_teacher, corrclip_proxy: str, case_name: str
+) -> None:
     fx = load("corrclip_fp32")
     case = fx["cases"][case_name]
     if case["kind"] == "forward_feature":
         compare_corrclip_forward(corrclip_teacher, case)
     else:
-        compare_corrclip_predict(corrclip_teacher, fx, case)
+        compare_corrclip_predict(corrclip_teacher, fx, case, corrclip_proxy)
 
 
 def test_the_corrclip_bound_bites(corrclip_teacher, corrclip_proxy: str) -> None:
@@ -689,6 +680,18 @@ def test_the_corrclip_bound_bites(corrclip_teacher, corrclip_proxy: str) -> None
     corrclip_teacher.set_head("corrclip", options, proxy="dino_vitb8", proxy_weights=corrclip_proxy)
     with pytest.raises(AssertionError):
         compare_corrclip_forward(corrclip_teacher, case)
+
+
+@pytest.mark.slow
+def test_corrclip_windows_need_the_authors_padding(corrclip_teacher, corrclip_proxy: str) -> None:
+    """Negative control for the windows: the 300 x 400 case's 300 x 336 crops padded bottom
+    and right to the patch (``window_pad`` 0, every other head's way) instead of in the middle
+    to 56 miss the authors' probabilities (measured: 0.40; padded to 56: 5.4e-7)."""
+    fx = load("corrclip_fp32")
+    case = fx["cases"]["predict_slide_pad_thd02"]
+    assert tuple(fixture_image(case).shape[-2:]) == (300, 400)
+    with pytest.raises(AssertionError):
+        compare_corrclip_predict(corrclip_teacher, fx, case, corrclip_proxy, pad=0)
 
 
 @pytest.mark.slow

@@ -2,31 +2,35 @@
 with precomputed masks (the scenes' own shapes) and with superpixels (computed once, reused by
 the next run), training with a region head, and the 8 benchmarks' generated trees in their
 real layouts with precomputed masks for every image (the file stems and sizes each layout
-gives). The head that reads regions is a toy head registered here (CorrCLIP is another
-helper's); the real ``teacher.head=corrclip`` command runs once that head is registered."""
+gives). The head that reads regions is a toy head registered here; the README's
+``protocol=corrclip teacher.head=corrclip teacher.masks=precomputed`` command runs as typed
+(slow)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from src.errors import UserError
 from src.eval import evaluate
-from src.teacher.heads import HeadSpec, register_head, registered_heads, unregister_head
+from src.teacher.heads import HeadSpec, register_head, unregister_head
 from src.teacher.heads.vit import tokens_to_features, vit_trunk
 from src.train import train
 from src.utils.task import instantiate
 from tests.teacher.test_region_masks import mode_vote
 from tests.test_eval import compose_eval
 from tests.test_train import compose_train
-from tests.test_training_free_protocol import BENCHMARKS, compose_protocol, make_benchmarks
+from tests.test_training_free_protocol import (
+    BENCHMARKS,
+    compose_protocol,
+    make_benchmarks,
+    run_readme_command,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["data=shapes", "teacher=tiny_shapes_vit_plain", "data.dataset_options.val_length=4"]
@@ -175,31 +179,41 @@ def test_the_8_benchmarks_run_with_precomputed_masks_in_their_real_layouts(
 
 
 @pytest.mark.slow
-@pytest.mark.skipif("corrclip" not in registered_heads(), reason="teacher.head=corrclip not here")
 def test_the_corrclip_8_benchmark_command_with_precomputed_masks(tmp_path: Path) -> None:
-    """The issue's command: ``python -m src.eval -m protocol=training_free data=<the 8>
-    teacher.head=corrclip teacher.masks=precomputed`` on the generated trees (DINO ViT-B/8 with
-    random weights as the proxy, for a head that reads one)."""
-    make_benchmarks(tmp_path)
+    """README's ``protocol=corrclip teacher.head=corrclip teacher.masks=precomputed`` command
+    on the 8 generated trees in their real layouts, as typed but for the CLIP (the shipped
+    4-block tiny ViT for MetaCLIP) and the user's files (a folder of ``<stem>.npz`` masks for
+    every image; DINO ViT-B/8 with random weights): every benchmark scored with CorrCLIP's
+    settings and masks, its row printed above CorrCLIP's published rows."""
+    make_benchmarks(tmp_path / "data")
     folder = tmp_path / "masks"
     for data in BENCHMARKS:  # one folder for all: the stems differ between the trees
-        cfg = compose_protocol(tmp_path, "protocol=training_free", f"data={data}")
-        write_masks(cfg, folder)
+        write_masks(
+            compose_protocol(tmp_path / "data", "protocol=corrclip", f"data={data}"), folder
+        )
     import timm
     import torch
 
     dino = timm.create_model("vit_base_patch8_224.dino", pretrained=False, num_classes=0)
-    torch.save({k: v.half() for k, v in dino.state_dict().items()}, tmp_path / "dino.pth")
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "src.eval", "-m", "protocol=training_free",
-               f"data={','.join(BENCHMARKS)}", "teacher=tiny_shapes_vit_plain",
-               "teacher.head=corrclip",
-               "teacher.masks=precomputed", f"teacher.masks_options={{dir:{folder}}}",
-               "teacher.proxy=dino_vitb8", f"teacher.proxy_weights={tmp_path / 'dino.pth'}",
-               f"paths.data_dir={tmp_path}", f"paths.log_dir={tmp_path}/logs",
-               f"paths.cache_dir={tmp_path}/cache", "data.num_workers=0"]  # fmt: skip
-    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    sweep = next((tmp_path / "logs" / "eval" / "multiruns").iterdir())
-    runs = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
-    assert len(runs) == 8 and all(r["teacher_config"]["masks"] == "precomputed" for r in runs)
+    weights = tmp_path / "dino_vitbase8_pretrain.pth"
+    torch.save({k: v.half() for k, v in dino.state_dict().items()}, weights)
+    replace = {
+        "teacher=vit_b16_metaclip": "teacher=tiny_shapes_vit_plain",
+        "teacher.masks_options={dir: /data/corrclip_sam2_masks}": f"teacher.masks_options={{dir: {folder}}}",
+        "teacher.proxy_weights=/weights/dino_vitbase8_pretrain.pth": f"teacher.proxy_weights={weights}",
+    }
+    sweep, table = run_readme_command("python -m src.eval -m protocol=corrclip", tmp_path, replace)
+    runs = [(json.loads(p.read_text()), yaml.safe_load((p.parent / ".hydra" / "config.yaml").read_text()))
+            for p in sweep.glob("*/metrics.json")]  # fmt: skip
+    assert len(runs) == 8 and all(r["teacher_config"]["masks"] == "precomputed" for r, _ in runs)
+    assert {c["protocol"]["dataset"] for _, c in runs} == set(BENCHMARKS)
+    assert all(c["protocol"]["window_pad"] == 56 and c["teacher"]["head"] == "corrclip"
+               for _, c in runs)  # fmt: skip
+    rows = [line for line in table.splitlines() if line.startswith("| measured")]
+    assert len(rows) == 1 and "(corrclip, precomputed masks)" in rows[0], rows
+    assert "tiny_shapes_vit_plain" in rows[0]
+    assert rows[0].rstrip(" |").split("|")[-1].strip() != "-"  # all 8 there: a mean
+    published = [line for line in table.splitlines() if "| CorrCLIP, " in line]
+    assert len(published) == 10  # the README's 5 mask generators x 2 CLIPs
+    sam2 = next(line for line in published if "SAM2 (32 points)" in line and "ViT-B/16" in line)
+    assert sam2.rstrip(" |").endswith("| 51.0")

@@ -4,6 +4,7 @@ that heads such as CorrCLIP read (their spec's ``needs_regions``) and vote with
 pixel. Generators register themselves here (one module each); :class:`RegionMasks` is what
 the teacher holds (the built generator and its per-image cache)."""
 
+from src.scoring import PAD_REGION  # the id a padded crop's map gets (one home: the path)
 from src.teacher.masks import (  # noqa: F401  (each registers its generator)
     mask2former_generator,
     precomputed,
@@ -18,7 +19,7 @@ from src.teacher.masks.registry import (
     resolve_generator_options,
     unregister_generator,
 )
-from src.teacher.masks.source import PAD_REGION, RegionMasks, image_hash, to_uint8
+from src.teacher.masks.source import RegionMasks, image_hash, to_uint8
 
 __all__ = [
     "PAD_REGION",

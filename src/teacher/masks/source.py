@@ -31,9 +31,6 @@ from src.utils.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-#: the region id CorrCLIP pads a crop's map with where it pads the crop (``forward_slide``)
-PAD_REGION = 10000
-
 
 def _identity(value: Any) -> Any:
     """An option's value for the settings hash: a file or folder also by size and time."""
