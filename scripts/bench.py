@@ -430,7 +430,7 @@ def _vs_authors_section(section: dict[str, Any]) -> list[str]:
         + f"{'; a --quick development run, not the numbers' if section.get('quick') else ''}. "
         "The authors' segmentor (their repository, run as scripts/make_head_fixtures.py runs "
         "it, batch 1) and ours on the same seeded random ViT-B/16 (and DINO ViT-B/8 proxy), "
-        "text and images, fp32, one process each, timed alternately after warm-up "
+        "text and images, one process each, timed alternately after warm-up "
         f"(median of {section.get('repeats')}). `whole`: image-size logits of one image; "
         "`slide`: a 336 x 448 image through each author's own crop / stride, resize, softmax "
         "and argmax; `slide_pamr`: the same with PAMR (NACLIP). Ratio > 1: ours is faster; "
@@ -443,21 +443,34 @@ def _vs_authors_section(section: dict[str, Any]) -> list[str]:
         )
         + ".",
         "",
-        "| head | case | threads | theirs img/s | ours b1 img/s | ours / theirs (b1) | ours best batch img/s | ours / theirs (best) | peak MB theirs / ours b1 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Ours in bf16 (`--ours-precision bf16`, rows `bf16`) is a precision change, not an fp32 "
+        "speed-up: bf16 weights and matrix products, the label-deciding parts (softmaxes, "
+        "cosines, PAMR) in fp32; the authors' side is fp32 in every row. `labels agree`: the "
+        "fraction of the first image's pixels whose class (batch 1) is the same as theirs and, "
+        "for bf16, as ours in fp32.",
+        "",
+        "| head | case | threads | ours precision | theirs img/s | ours b1 img/s | ours / theirs (b1) | ours best batch img/s | ours / theirs (best) | peak MB theirs / ours b1 | labels agree: theirs / our fp32 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def pct(v) -> str:
+        return "-" if v is None else f"{100 * v:.2f}%"
+
     for r in section.get("rows", []):
         if "error" in r:
-            lines.append(f"| {r['head']} | {r['case']} | {r['threads']} | failed: {r['error']} "
-                         "| | | | | |")  # fmt: skip
+            lines.append(f"| {r['head']} | {r['case']} | {r['threads']} | | failed: {r['error']} "
+                         "| | | | | | |")  # fmt: skip
             continue
         best = r.get("best_batch")
         b = r.get(f"ours_b{best}") if best else None
+        agree = r.get("labels_agree", {})
         lines.append(
-            f"| {r['head']} | {r['case']} | {r['threads']} | {r['theirs']['images_per_s']:.3g} | "
+            f"| {r['head']} | {r['case']} | {r['threads']} | {r.get('precision', 'fp32')} | "
+            f"{r['theirs']['images_per_s']:.3g} | "
             f"{r['ours_b1']['images_per_s']:.3g} | {r['ratio_b1']:.2f} | "
             + (f"{b['images_per_s']:.3g} (x{best}) | {r[f'ratio_b{best}']:.2f}" if b else "| ")
-            + f" | {r['theirs']['peak_mb']:.0f} / {r['ours_b1']['peak_mb']:.0f} |"
+            + f" | {r['theirs']['peak_mb']:.0f} / {r['ours_b1']['peak_mb']:.0f} | "
+            + f"{pct(agree.get('theirs'))} / {pct(agree.get('ours_fp32'))} |"
         )
     return [*lines, ""]
 

@@ -32,17 +32,24 @@ project's ``sliding_window_logits``, resize and the same post-processing) and ``
 (NACLIP only: the same with 10 PAMR steps).
 
     python scripts/bench_vs_authors.py                     # full run (about an hour on 2 cores)
-    python scripts/bench_vs_authors.py --issue             # issue 24's table in one run (~30 min)
+    python scripts/bench_vs_authors.py --issue             # issue 24's table in one run (~40 min)
     python scripts/bench_vs_authors.py --quick             # 2 heads, 224 px, 1 round: a minute
     python scripts/bench_vs_authors.py --threads 1 2 --device cpu --batch 2 4
 
-``--issue`` (``make bench-authors ARGS=--issue``): issue 24's table in one run of about 20-30
+``--issue`` (``make bench-authors ARGS=--issue``): issue 24's table in one run of about 30-40
 minutes on 2 idle cores: every head at 1 and 2 threads; ``whole224`` for all, ours at batch 1
 and 4 (the best batch's images/s); ``slide`` for the sliding-window heads and ``slide_pamr``
 for NACLIP at batch 1 (the authors' only batch; batched windows cost 4x the time); one warm-up,
 three timed rounds (their spread, (max - min) / median, is in the JSON: ``spread``); the
-seeded weights made once for all workers. ``--heads`` / ``--cases`` / ``--threads`` /
-``--repeats`` / ``--batch`` / ``--slide-batch`` given as well override the preset's.
+seeded weights made once for all workers; ours in fp32 and in bf16 (``--ours-precision fp32
+bf16``). ``--heads`` / ``--cases`` / ``--threads`` / ``--repeats`` / ``--batch`` /
+``--slide-batch`` / ``--ours-precision`` given as well override the preset's.
+
+``--ours-precision bf16`` runs our side also with ``teacher.precision=bf16`` (bf16 weights and
+matrix products, the label-deciding parts in fp32; the authors' side stays fp32), timed in the
+same alternation, one row per precision. That is a precision change, not an fp32 speed-up: each
+row also gives the agreement of our batch-1 class labels (the first image's argmax, queries
+mapped to their classes) with theirs and, for bf16, with ours in fp32 on the same image.
 """
 
 from __future__ import annotations
@@ -100,9 +107,12 @@ SCALE = {
 EXT_DIRS = {head: (head, "dino") if head == "proxyclip" else (head,) for head in HEADS}
 #: heads whose authors test on the whole image only (MaskCLIP's ViT configs: ``mode='whole'``)
 WHOLE_ONLY = ("maskclip",)
-#: ``--issue``: issue 24's side-by-side table in one run of about 30 minutes on 2 cores
+#: ``--issue``: issue 24's side-by-side table in one run of about 30-40 minutes on 2 cores
 ISSUE_PRESET = dict(heads=HEADS, cases=["whole224", "slide", "slide_pamr"], threads=[1, 2],
-                    batch=[4], slide_batch=[], warmup=1, repeats=3)  # fmt: skip
+                    batch=[4], slide_batch=[], warmup=1, repeats=3,
+                    ours_precision=["fp32", "bf16"])  # fmt: skip
+#: ``--ours-precision``: our teacher's ``precision`` (the authors' side is always fp32)
+PRECISIONS = ("fp32", "bf16")
 
 
 def _fixtures_module():
@@ -290,9 +300,10 @@ def _build_theirs_proxyclip(mhf, repo, dino_repo, wpath, names_path, device, sli
 
 # ---------------------------------------------------------------------- our side
 def build_ours(head: str, case: str, ext: Path, tmp: str, device: str, batch: int,
-               weights: str | None = None):  # fmt: skip
-    """Our teacher with the same seeded weights, text and images; a callable on ``batch``
-    images (the authors' post-processing for the slide cases: resize, softmax, argmax)."""
+               weights: str | None = None, precision: str = "fp32"):  # fmt: skip
+    """Our teacher (``teacher.precision=precision``) with the same seeded weights, text and
+    images; a callable on ``batch`` images (the authors' post-processing for the slide cases:
+    resize, softmax, argmax)."""
     import torch
 
     if str(ROOT) not in sys.path:
@@ -313,7 +324,10 @@ def build_ours(head: str, case: str, ext: Path, tmp: str, device: str, batch: in
                                quick_gelu=head != "maskclip",
                                class_names=names, templates=["a photo of a {}."], head=head,
                                head_options=options, proxy="dino_vitb8", proxy_weights=proxy_path,
-                               refine="pamr" if case == "slide_pamr" else None)  # fmt: skip
+                               refine="pamr" if case == "slide_pamr" else None,
+                               precision=precision)  # fmt: skip
+    # fp32 weights copied into the parameters in their own dtype (bf16 where open_clip's
+    # precision casts them)
     teacher.clip.load_state_dict(torch.load(wpath, weights_only=True))
     text = mhf.make_text()
     teacher.text_embeddings = teacher.name_embeddings = text
@@ -338,24 +352,59 @@ def build_ours(head: str, case: str, ext: Path, tmp: str, device: str, batch: in
 
 
 # ---------------------------------------------------------------------- workers and the runner
+def class_labels(out, side: str):
+    """The first image's (H, W) class labels from a forward's output: image-size logits (B, Q,
+    H, W) of the queries (names) or (B, H, W) labels; queries are mapped to their class (the
+    line of ``NAME_LINES`` they are on), as the authors' post-processing does. Our slide
+    labels are query indices, theirs class indices."""
+    import torch
+
+    mhf = _fixtures_module()
+    to_class = torch.tensor([i for i, names in enumerate(mhf.NAME_LINES) for _ in names])
+    t = out.detach().cpu()
+    if t.dim() == 4:
+        return to_class[t[0].float().argmax(0)]
+    labels = t.reshape(-1, *t.shape[-2:])[0].long()
+    return to_class[labels] if side == "ours" else labels
+
+
+def label_agreement(a, b) -> float | None:
+    """The fraction of pixels where two (H, W) label maps agree (``None``: not comparable)."""
+    if a is None or b is None or tuple(a.shape) != tuple(b.shape):
+        return None
+    return int((a == b).sum()) / a.numel()
+
+
 def worker(side: str, head: str, case: str, batch: int, args) -> None:
-    """Build, warm up, print READY; then one timed forward per ``go`` line on stdin."""
+    """Build, warm up, print READY; then one timed forward per ``go`` line on stdin. With
+    ``--labels FILE`` the first image's class labels of the last warm-up forward are saved
+    there (for the parent's label agreement)."""
     import torch
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    precision = args.ours_precision[0]
     with tempfile.TemporaryDirectory() as tmp:
         if side == "theirs":
             forward, n = build_theirs(head, case, Path(args.ext), tmp, args.device, args.weights)
         else:
             forward, n = build_ours(head, case, Path(args.ext), tmp, args.device, batch,
-                                    args.weights)  # fmt: skip
+                                    args.weights, precision=precision)  # fmt: skip
         built = _peak_mb(device)
         cuda = device.type == "cuda"
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
+        out = None
         for _ in range(args.warmup):
-            forward()
+            out = forward()
+        if args.labels:
+            if out is None:  # no warm-up: one untimed forward for the labels
+                out = forward()
+            labels = class_labels(out, side).to(torch.int16)
+            tmp_labels = f"{args.labels}.{os.getpid()}.tmp"
+            torch.save(labels, tmp_labels)
+            os.replace(tmp_labels, args.labels)
+        del out
         clock = time.thread_time if args.threads == 1 and not cuda else time.perf_counter
         print("READY", flush=True)
         for line in sys.stdin:
@@ -372,14 +421,17 @@ def worker(side: str, head: str, case: str, batch: int, args) -> None:
 
 
 class _Worker:
-    def __init__(self, side: str, head: str, case: str, batch: int, args) -> None:
+    def __init__(self, side: str, head: str, case: str, batch: int, args,
+                 precision: str = "fp32", labels: str | None = None) -> None:  # fmt: skip
         cmd = [sys.executable, __file__, "--worker", side, head, case, str(batch),
                "--threads", str(args.threads), "--device", args.device, "--ext", str(args.ext),
-               "--warmup", str(args.warmup)]  # fmt: skip
+               "--warmup", str(args.warmup), "--ours-precision", precision]  # fmt: skip
         if getattr(args, "weights", None):
             cmd += ["--weights", str(args.weights)]
+        if labels:
+            cmd += ["--labels", labels]
         env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
-        self.label = f"{head} {case} {side} x{batch}"
+        self.label = f"{head} {case} {side} {precision} x{batch}"
         self.log = tempfile.TemporaryFile(mode="w+")  # a file: a full pipe would block it
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.log, text=True, env=env)  # fmt: skip
@@ -416,39 +468,70 @@ class _Worker:
         self.log.close()
 
 
-def run_point(head: str, case: str, args) -> dict[str, Any]:
-    """Theirs, ours at batch 1 and ours at each of ``args.batch``, timed alternately."""
+def ours_precisions(args) -> list[str]:
+    """Our precisions of a run, fp32 first (always there: the bf16 labels are compared with
+    it)."""
+    wanted = set(getattr(args, "ours_precision", None) or ["fp32"])
+    return [p for p in PRECISIONS if p in wanted or p == "fp32"]
+
+
+def run_point(head: str, case: str, args) -> list[dict[str, Any]]:
+    """Theirs, ours at batch 1 and ours at each of ``args.batch``, for each of our precisions,
+    timed alternately: one row per precision (the same authors' numbers in each), with the
+    label agreement of our batch-1 labels with theirs and (bf16) with ours in fp32."""
     wanted = args.batch
     if CASES[case][0] == "slide" and getattr(args, "slide_batch", None) is not None:
         wanted = args.slide_batch
     batches = sorted({b for b in wanted if b > 1})
-    sides = [("theirs", 1), ("ours", 1)] + [("ours", b) for b in batches]
-    workers = [_Worker(side, head, case, b, args) for side, b in sides]
-    try:
-        for wk in workers:
-            wk.ready()  # one at a time would be fairer for the build, but they only wait here
-        for _ in range(args.repeats):
+    precisions = ours_precisions(args)
+    sides = [("theirs", 1, "fp32")]
+    sides += [("ours", b, p) for p in precisions for b in [1, *batches]]
+    with tempfile.TemporaryDirectory() as folder:
+        paths = {(side, p): os.path.join(folder, f"{side}_{p}.pt") for side, b, p in sides
+                 if b == 1}  # fmt: skip
+        workers = [_Worker(side, head, case, b, args, precision=p,
+                           labels=paths[(side, p)] if b == 1 else None)
+                   for side, b, p in sides]  # fmt: skip
+        try:
             for wk in workers:
-                wk.once()
-        peaks = [wk.finish() for wk in workers]
-    finally:
-        for wk in workers:
-            wk.kill()
-    row: dict[str, Any] = {"head": head, "case": case, "size": list(CASES[case][1:]),
-                           "threads": args.threads, "device": args.device}  # fmt: skip
-    for (side, b), wk, peak in zip(sides, workers, peaks, strict=True):
-        key = "theirs" if side == "theirs" else f"ours_b{b}"
+                wk.ready()  # one at a time would be fairer for the build, but they only wait
+            for _ in range(args.repeats):
+                for wk in workers:
+                    wk.once()
+            peaks = [wk.finish() for wk in workers]
+        finally:
+            for wk in workers:
+                wk.kill()
+        import torch
+
+        labels = {k: torch.load(v) if os.path.isfile(v) else None for k, v in paths.items()}
+    measured = {}
+    for (side, b, p), wk, peak in zip(sides, workers, peaks, strict=True):
         median = statistics.median(wk.times)
-        row[key] = {"batch": b, "images_per_s": b / median, "seconds": median,
-                    "spread": (max(wk.times) - min(wk.times)) / median,
-                    "peak_mb": peak["peak_mb"], "forward_extra_mb": peak["extra_mb"]}  # fmt: skip
-    theirs = row["theirs"]["images_per_s"]
-    row["ratio_b1"] = row["ours_b1"]["images_per_s"] / theirs
-    for b in batches:
-        row[f"ratio_b{b}"] = row[f"ours_b{b}"]["images_per_s"] / theirs
-    if batches:  # the batch (1 included) where ours is fastest
-        row["best_batch"] = max([1, *batches], key=lambda b: row[f"ours_b{b}"]["images_per_s"])
-    return row
+        measured[(side, b, p)] = {
+            "batch": b, "images_per_s": b / median, "seconds": median,
+            "spread": (max(wk.times) - min(wk.times)) / median,
+            "peak_mb": peak["peak_mb"], "forward_extra_mb": peak["extra_mb"],
+        }  # fmt: skip
+    rows = []
+    for p in precisions:
+        row: dict[str, Any] = {"head": head, "case": case, "size": list(CASES[case][1:]),
+                               "threads": args.threads, "device": args.device,
+                               "precision": p, "theirs": measured[("theirs", 1, "fp32")]}  # fmt: skip
+        for b in [1, *batches]:
+            row[f"ours_b{b}"] = measured[("ours", b, p)]
+        theirs = row["theirs"]["images_per_s"]
+        row["ratio_b1"] = row["ours_b1"]["images_per_s"] / theirs
+        for b in batches:
+            row[f"ratio_b{b}"] = row[f"ours_b{b}"]["images_per_s"] / theirs
+        if batches:  # the batch (1 included) where ours is fastest
+            row["best_batch"] = max([1, *batches], key=lambda b: row[f"ours_b{b}"]["images_per_s"])
+        ours = labels[("ours", p)]
+        row["labels_agree"] = {"theirs": label_agreement(ours, labels[("theirs", "fp32")])}
+        if p != "fp32":
+            row["labels_agree"]["ours_fp32"] = label_agreement(ours, labels[("ours", "fp32")])
+        rows.append(row)
+    return rows
 
 
 def run_all(args) -> list[dict[str, Any]]:
@@ -460,18 +543,21 @@ def run_all(args) -> list[dict[str, Any]]:
             for case in cases_for(head, args.cases):
                 point = argparse.Namespace(**{**vars(args), "threads": threads})
                 try:
-                    row = run_point(head, case, point)
+                    point_rows = run_point(head, case, point)
                 except RuntimeError as err:  # one point failing keeps the others
                     print(f"{threads} thr {head} {case}: failed\n{err}", file=sys.stderr)
                     rows.append({"head": head, "case": case, "threads": threads,
                                  "error": str(err).splitlines()[0]})  # fmt: skip
                     continue
-                rows.append(row)
-                best = row.get("best_batch")
-                extra = f", best x{best}: {row[f'ratio_b{best}']:.2f}" if best else ""
-                print(f"{threads} thr {head:9s} {case:10s} theirs "
-                      f"{row['theirs']['images_per_s']:7.2f} img/s  ours/theirs b1 "
-                      f"{row['ratio_b1']:.2f}{extra}", flush=True)  # fmt: skip
+                rows.extend(point_rows)
+                for row in point_rows:
+                    best = row.get("best_batch")
+                    extra = f", best x{best}: {row[f'ratio_b{best}']:.2f}" if best else ""
+                    agree = ", ".join(f"{k} {100 * v:.2f}%" for k, v in row["labels_agree"].items()
+                                      if v is not None)  # fmt: skip
+                    print(f"{threads} thr {head:9s} {case:10s} {row['precision']} theirs "
+                          f"{row['theirs']['images_per_s']:7.2f} img/s  ours/theirs b1 "
+                          f"{row['ratio_b1']:.2f}{extra}; labels agree: {agree}", flush=True)  # fmt: skip
     return rows
 
 
@@ -483,7 +569,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--issue", action="store_true",
                         help="issue 24's table in one run: every head, whole224 and slide "
                         "(+PAMR for NACLIP) at batch 1, whole224 also at batch 4, 1 and 2 threads, "
-                        "3 rounds (20-30 min); options given as well override it")  # fmt: skip
+                        "3 rounds, ours in fp32 and bf16 (30-40 min); options given as well override it")  # fmt: skip
     parser.add_argument("--heads", nargs="+", default=HEADS, choices=HEADS)
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -494,12 +580,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="the slide cases' batches instead of --batch (none: batch 1 only)")  # fmt: skip
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--ours-precision", nargs="+", default=["fp32"], choices=PRECISIONS,
+                        help="our teacher.precision (theirs stays fp32): bf16 adds rows beside "
+                        "fp32's, with the label agreement of our bf16 labels with our fp32 "
+                        "labels and theirs (a precision change, not an fp32 speed-up)")  # fmt: skip
     parser.add_argument("--ext", type=Path, default=Path("/tmp/ext"),
                         help="the authors' checkouts (maskclip sclip naclip clearclip resclip "
                         "proxyclip dino)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.json")
     parser.add_argument("--md", type=Path, default=None, help="default: BENCHMARKS.md beside --out")
     parser.add_argument("--weights", default=None, help=argparse.SUPPRESS)  # seeded_files' folder
+    parser.add_argument("--labels", default=None, help=argparse.SUPPRESS)  # a worker's labels file
     parser.add_argument("--worker", nargs=4, metavar=("SIDE", "HEAD", "CASE", "BATCH"),
                         help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args(argv)
@@ -553,6 +644,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         "command": "python scripts/bench_vs_authors.py " + " ".join(argv or sys.argv[1:]),
         "quick": args.quick,
         "repeats": args.repeats,
+        "ours_precisions": ours_precisions(args),
         "rows": rows,
     }
     sys.path.insert(0, str(SCRIPTS))

@@ -11,7 +11,7 @@ centre pixel is not one of its own neighbours.
 Batched and device-agnostic; it runs in float32 whatever the input's precision. How it is made
 fast (docs/TEACHERS.md, "Throughput"): the weights once per image and dilation, in buffers
 reused image after image (a two-pass float32 standard deviation where ``torch.std`` would
-accumulate in float64 at three times the cost); the iterations, which are linear and the same
+accumulate in float64 at three times the cost; the softmax written over the logits); the iterations, which are linear and the same
 for every class, on a CPU with many classes as one sparse matrix (one row per pixel, 16
 weights) applied to all classes at once (``torch.sparse.mm``), else as 16 in-place shifted
 multiply-adds over all classes, between two padded buffers. Both agree with the plain loop
@@ -25,6 +25,8 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from src.teacher.precision import softmax32_
 
 #: NACLIP's headline setting (``pamr_steps=10``, ``pamr_stride=(8, 16)``).
 PAMR_ITERATIONS = 10
@@ -60,9 +62,13 @@ def pamr_weights(images: torch.Tensor, dilations: Sequence[int] = PAMR_DILATIONS
         torch.sub(flat, flat.mean(dim=1, keepdim=True), out=spread)  # two-pass unbiased std
         scale = spread.square_().sum(dim=1).div_(n - 1).sqrt_().mul_(0.1).add_(1e-8)
         neighbours = window[:, :, 1:]
+        # -|I(p) - I(q)| / scale: dividing by -scale gives the negated quotient exactly
+        scale.neg_()
         neighbours.sub_(centre.view(c, 1, 1, h, w)).abs_().div_(scale.view(c, 1, 1, h, w))
         torch.mean(neighbours, dim=0, out=logits[i])
-    return torch.softmax(logits.view(b, 8 * groups, h, w).neg_(), dim=1)
+    logits = logits.view(b, 8 * groups, h, w)
+    # the softmax over the neighbours written over the logits (the CPU kernel: the same bits)
+    return softmax32_(logits, dim=1)
 
 
 def _replicate_border(buffer: torch.Tensor, pad: int) -> None:

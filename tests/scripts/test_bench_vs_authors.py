@@ -52,6 +52,27 @@ def test_the_issue_preset_and_what_overrides_it(bench) -> None:
     assert narrowed.threads == [1, 2]
     plain = bench.parse_args([])
     assert plain.slide_batch is None and plain.repeats == 5 and plain.batch == [4]
+    # the issue's table has ours in bf16 beside fp32; fp32 is always run (bf16 is compared)
+    assert args.ours_precision == ["fp32", "bf16"] and plain.ours_precision == ["fp32"]
+    assert bench.ours_precisions(bench.parse_args(["--ours-precision", "bf16"])) == ["fp32", "bf16"]
+    assert bench.ours_precisions(plain) == ["fp32"]
+
+
+def test_labels_are_classes_and_agreement_is_a_fraction_of_pixels(bench) -> None:
+    """Queries (names) map to their class (NAME_LINES: background and sky are class 0)."""
+    import torch
+
+    logits = torch.zeros(2, 5, 2, 3)
+    logits[0, 1, 0, 0] = logits[0, 2, 0, 1] = logits[0, 4, 1, 2] = 1.0  # the rest: query 0
+    expected = torch.tensor([[0, 1, 0], [0, 0, 3]])
+    assert torch.equal(bench.class_labels(logits, "ours"), expected)
+    assert torch.equal(bench.class_labels(logits, "theirs"), expected)
+    queries = torch.tensor([[[1, 2, 0], [3, 4, 4]]])  # our slide labels: query indices
+    assert torch.equal(bench.class_labels(queries, "ours"), torch.tensor([[0, 1, 0], [2, 3, 3]]))
+    assert torch.equal(bench.class_labels(queries, "theirs"), queries[0])  # already classes
+    assert bench.label_agreement(expected, torch.tensor([[0, 1, 0], [0, 2, 2]])) == 4 / 6
+    assert bench.label_agreement(expected, None) is None
+    assert bench.label_agreement(expected, expected[:1]) is None
 
 
 def test_the_section_renders_as_a_table_of_ratios(tmp_path) -> None:
@@ -70,10 +91,21 @@ def test_the_section_renders_as_a_table_of_ratios(tmp_path) -> None:
                "repeats": 3, "rows": [row], "minutes": 21.5, "batches": [4],
                "slide_batches": []}  # fmt: skip
     md = tmp_path / "B.md"
+    bf16 = {**row, "precision": "bf16", "labels_agree": {"theirs": 0.9976, "ours_fp32": 0.99}}
+    section["rows"].append(bf16)
     module.write_outputs({"vs_authors": section}, tmp_path / "b.json", md)
     text = md.read_text()
     assert "## Our heads beside the authors' code" in text
-    assert "| naclip | slide_pamr | 1 | 2 | 3 | 1.50 | 5 (x4) | 2.50 | 1500 / 1500 |" in text
+    # a row without a precision is an older fp32 row
+    assert (
+        "| naclip | slide_pamr | 1 | fp32 | 2 | 3 | 1.50 | 5 (x4) | 2.50 | 1500 / 1500 | - / - |"
+        in text
+    )
+    assert (
+        "| naclip | slide_pamr | 1 | bf16 | 2 | 3 | 1.50 | 5 (x4) | 2.50 | 1500 / 1500 | "
+        "99.76% / 99.00% |"
+    ) in text
+    assert "a precision change, not an fp32 speed-up" in text
     assert "load average (1/5/15 min) [3.5, 2.0, 1.0] before" in text and "21.5 min" in text
     assert "best batch: the fastest of ours at batch 1 and 4 (the slide cases: batch 1)." in text
 
@@ -88,6 +120,7 @@ def test_one_point_beside_the_authors_sclip(bench, tmp_path) -> None:
                           "--out", str(out)])  # fmt: skip
     (row,) = section["rows"]
     assert (row["head"], row["case"], row["size"]) == ("sclip", "whole224", [224, 224])
+    assert row["precision"] == "fp32" and 0.9 < row["labels_agree"]["theirs"] <= 1.0
     for key in ("theirs", "ours_b1", "ours_b2"):
         assert row[key]["images_per_s"] > 0 and row[key]["peak_mb"] > 0
     assert row["ratio_b1"] == row["ours_b1"]["images_per_s"] / row["theirs"]["images_per_s"]

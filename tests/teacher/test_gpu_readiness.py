@@ -16,7 +16,7 @@ from src.errors import UserError
 from src.scoring import Windows
 from src.teacher.heads import head_spec, registered_heads
 from src.teacher.model import DenseClipTeacher
-from src.teacher.precision import full_precision, softmax32
+from src.teacher.precision import full_precision, softmax32, softmax32_
 
 SHAPES = ["circle", "square", "triangle"]
 #: argmax agreement with fp32 on the shipped tiny ViT CLIP, 2 x 96 x 128 integer-drawn pixels
@@ -112,6 +112,27 @@ def test_softmax32_and_full_precision() -> None:
             assert torch.equal(a @ a, a.double().matmul(a.double()).float())
     with full_precision("cpu"):  # no autocast: nothing to switch off
         assert (a @ a).dtype == torch.float32
+
+
+def test_softmax32_in_place_gives_the_same_bits_in_the_logits_memory() -> None:
+    """The heads' attention softmax over logits they drop: written over float32 CPU logits,
+    bit-equal to ``torch.softmax``; bf16 or non-contiguous logits are left as they were."""
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randint(-(2**12), 2**12, (2, 3, 37, 37), generator=g).float() * 2.0**-8
+    for dim in (-1, 1):
+        work = logits.clone()
+        out = softmax32_(work, dim)
+        assert out.data_ptr() == work.data_ptr() and torch.equal(out, torch.softmax(logits, dim))
+    low = logits.bfloat16()
+    kept = low.clone()
+    out = softmax32_(low)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, softmax32(kept))
+    assert torch.equal(low, kept)
+    strided = logits.transpose(-2, -1)
+    out = softmax32_(strided)
+    assert torch.equal(out, torch.softmax(strided, -1)) and torch.equal(
+        strided.transpose(-2, -1), logits
+    )
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from src.teacher.heads.vit import (
     tokens_to_features,
     vit_trunk,
 )
-from src.teacher.precision import softmax32
+from src.teacher.precision import softmax32_
 
 
 def clearclip_features(
@@ -25,7 +25,7 @@ def clearclip_features(
     x, grid, _ = vit_trunk(visual, images)
     block = visual.transformer.resblocks[-1]
     q, k, v = split_qkv(block, x)
-    attn = softmax32(self_attention(q, q if attention == "qq" else k))  # float32 softmax
+    attn = softmax32_(self_attention(q, q if attention == "qq" else k))  # float32, in place
     tokens = merge_heads(block, attn @ v)
     return tokens_to_features(visual, tokens[:, 1:], grid), patch_keys(
         k, grid

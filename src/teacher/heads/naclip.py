@@ -16,7 +16,7 @@ from src.teacher.heads.vit import (
     tokens_to_features,
     vit_trunk,
 )
-from src.teacher.precision import softmax32
+from src.teacher.precision import softmax32_
 
 
 def naclip_features(
@@ -27,8 +27,8 @@ def naclip_features(
     block = visual.transformer.resblocks[-1]
     q, k, v = split_qkv(block, x)
     # the bias added and the softmax taken in float32 (bf16 / fp16 weights or autocast)
-    logits = self_attention(k, k).float() + gaussian_bias(grid, gaussian_std, k.device)
-    tokens = merge_heads(block, softmax32(logits).to(v.dtype) @ v)
+    logits = self_attention(k, k).float().add_(gaussian_bias(grid, gaussian_std, k.device))
+    tokens = merge_heads(block, softmax32_(logits).to(v.dtype) @ v)  # one (B, h, N, N) buffer
     return tokens_to_features(visual, tokens[:, 1:], grid), patch_keys(
         k, grid
     ) if with_keys else None

@@ -22,7 +22,7 @@ from src.teacher.heads.vit import (
     vit_trunk,
 )
 from src.teacher.pamr import pamr
-from src.teacher.precision import full_precision, softmax32
+from src.teacher.precision import full_precision, softmax32_
 
 
 def rcs_blocks(depth: int) -> range:
@@ -138,7 +138,7 @@ def _resclip_attention(
         mixed.add_(bias)
     else:
         mixed = logits + bias
-    attn = softmax32(mixed)  # float32 softmax (bf16 / fp16 weights or autocast)
+    attn = softmax32_(mixed)  # float32 softmax (bf16 / fp16 weights or autocast), in place
     del mixed
     tau, lam = opts["rcs_weights"]
     attn.mul_(1 - lam).add_(rcs * lam).mul_(tau)  # rows sum to tau

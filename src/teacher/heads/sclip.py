@@ -15,7 +15,7 @@ from src.teacher.heads.vit import (
     tokens_to_features,
     vit_trunk,
 )
-from src.teacher.precision import softmax32
+from src.teacher.precision import softmax32_
 
 
 def sclip_features(visual: VisionTransformer, images: torch.Tensor, *, with_keys: bool) -> Features:
@@ -25,8 +25,8 @@ def sclip_features(visual: VisionTransformer, images: torch.Tensor, *, with_keys
     q, k, v = split_qkv(block, x)
     # both softmaxes and their sum in float32 (bf16 / fp16 weights or autocast); the sum in
     # place: fewer (N, N) buffers, the same sum
-    attn = softmax32(self_attention(q, q).float())
-    attn += softmax32(self_attention(k, k).float())
+    attn = softmax32_(self_attention(q, q).float())  # each softmax over its own logits
+    attn += softmax32_(self_attention(k, k).float())
     x = x + block.ls_1(merge_heads(block, attn.to(v.dtype) @ v))
     x = x + block.ls_2(block.mlp(block.ln_2(x)))
     return tokens_to_features(visual, x[:, 1:], grid), patch_keys(k, grid) if with_keys else None
