@@ -719,7 +719,9 @@ def test_corrclip_fp16_matches_the_authors_fp16_run(corrclip_proxy: str) -> None
     half = seeded_teacher("fp16")
     fx = load("corrclip")
     assert fx["settings"]["proxy_sha256"] == load("corrclip_fp32")["settings"]["proxy_sha256"]
-    half.set_head("corrclip", proxy="dino_vitb8", proxy_weights=corrclip_proxy)
+    half.set_head(
+        "corrclip", proxy="dino_vitb8", proxy_weights=corrclip_proxy, masks="superpixels"
+    )  # the maps are the fixture's, given to the head below
     case = fx["cases"]["ff_224x224"]
     x = fixture_image(case).half()
     cos = corrclip_cosines(half, x, fixture_regions(case, tuple(x.shape[-2:]))[None])
