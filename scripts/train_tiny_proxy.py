@@ -293,22 +293,26 @@ def train(args: argparse.Namespace) -> tuple[dict[str, torch.Tensor], dict]:
 
 def measure(weights: Path, n_scenes: int) -> dict:
     """Foreground mIoU (%) on the first ``n_scenes`` validation scenes of the shapes world,
-    ``tiny_shapes_vit_plain`` teacher: ProxyCLIP and CorrCLIP (felzenszwalb superpixels) with
-    this proxy; MaskCLIP beside them. Scored as :mod:`src.eval` scores."""
+    ``tiny_shapes_vit_plain`` teacher: every registered head that reads a proxy (ProxyCLIP,
+    CorrCLIP; a head that reads region masks gets felzenszwalb superpixels) with this proxy,
+    and the default head (DenseCLIP's value path) beside them. Scored as :mod:`src.eval`."""
     from scripts.train_tiny_clip import scenes_miou
+    from src.teacher.heads import head_spec, registered_heads
     from src.teacher.model import DenseClipTeacher
 
     world = ShapesConfig()
     samples = [(s.image, s.mask) for s in (render_scene(world, i, "val") for i in range(n_scenes))]
-    runs = {
-        "maskclip": {"head": "maskclip"},
-        "proxyclip": {"head": "proxyclip"},
-        "corrclip_felzenszwalb": {
-            "head": "corrclip",
-            "masks": "superpixels",
-            "masks_options": {"method": "felzenszwalb"},
-        },
-    }
+    heads = registered_heads()
+    runs = {heads[0]: {"head": heads[0]}}
+    for head in heads:
+        spec = head_spec(head)
+        if not spec.needs_weights:
+            continue
+        if spec.needs_regions:
+            felz = {"masks": "superpixels", "masks_options": {"method": "felzenszwalb"}}
+            runs[f"{head}_felzenszwalb"] = {"head": head, **felz}
+        else:
+            runs[head] = {"head": head}
     out = {}
     for key, kw in runs.items():
         teacher = DenseClipTeacher(
