@@ -266,9 +266,11 @@ def load_proxy(
         raise UserError(
             f"cannot load {path} as {spec.description} weights for teacher.proxy={name}: "
             f"{shorten(str(err))}",
-            f"pass the {spec.original_file} file or a timm '{spec.timm_name}' state dict",
+            f"pass the {spec.original_file} file written by scripts/train_tiny_proxy.py"
+            if spec.shipped is not None
+            else f"pass the {spec.original_file} file or a timm '{spec.timm_name}' state dict",
         ) from None
-    log.info("proxy %s (%s) loaded from %s", name, spec.timm_name, path)
+    log.info("proxy %s (%s) loaded from %s", name, spec.description, path)
     proxy = ProxyViT(model.to(dtype))
     proxy.requires_grad_(False)
     return proxy.eval()

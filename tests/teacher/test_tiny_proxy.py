@@ -131,6 +131,15 @@ def test_a_missing_shipped_proxy_file_is_one_line(tmp_path: Path, monkeypatch, c
     assert "fix: restore" in err
 
 
+def test_a_foreign_file_for_the_shipped_proxy_names_the_script(tmp_path: Path) -> None:
+    bad = tmp_path / "vit_tiny.pth"
+    torch.save({"pos_embed": torch.zeros(1, 197, 192)}, bad)
+    with pytest.raises(UserError) as info:
+        load_proxy("tiny_shapes_dino", bad)
+    assert "cannot load" in info.value.problem and "vit_tiny.pth" in info.value.problem
+    assert "written by scripts/train_tiny_proxy.py" in info.value.fix
+
+
 def test_the_training_script_is_reproducible(tmp_path: Path) -> None:
     """Two 2-step runs give bit-identical weights, which load as the proxy; 0 steps is the
     random initialisation (the control of docs/TEACHERS.md), different from them."""
