@@ -120,8 +120,9 @@ def _missing_weights(name: str | None, spec: ProxySpec, detail: str) -> UserErro
     if spec.shipped is not None:
         return UserError(
             f"teacher.proxy={name} needs the {spec.description} weights: {detail}",
-            f"restore {shipped_path(spec)} (git checkout), retrain it with python "
-            f"scripts/train_tiny_proxy.py, or pass teacher.proxy_weights=/path/to/{spec.shipped}",
+            f"restore {shipped_path(spec)} (git checkout) or retrain it (python "
+            f"scripts/train_tiny_proxy.py) and leave teacher.proxy_weights null, or pass "
+            f"teacher.proxy_weights=/path/to/{spec.shipped} (a file that script wrote)",
         )
     return UserError(
         f"teacher.proxy={name} needs the {spec.description} weights: {detail}",
