@@ -86,9 +86,11 @@ class DenseClipTeacher(pl.LightningModule):
         head: the dense head, one of :func:`~src.teacher.heads.registered_heads` (``None``:
             the first, DenseCLIP's value path; the training-free heads need ViT CLIPs).
         head_options: the head's settings beyond its authors' defaults (its spec's options).
-        proxy: a proxy ViT (``dino_vitb8``, ``dino_vitb16``, ``dinov2_vitb14``) for the heads
+        proxy: a proxy ViT (``dino_vitb8``, ``dino_vitb16``, ``dinov2_vitb14``, the shipped
+            ``tiny_shapes_dino``) for the heads
             that build one (their spec's ``extras``).
-        proxy_weights: a local file with the proxy's weights (``None``: timm's cache).
+        proxy_weights: a local file with the proxy's weights (``None``: the shipped file or
+            timm's cache).
         refine: ``pamr`` refines the scores with the image (PAMR), ``tlp`` with the image and
             the names' text (PEARL's text-aware Laplacian propagation), or ``None``.
         refine_options: the refinement's settings beyond its authors' defaults (``tlp``:

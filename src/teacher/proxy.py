@@ -2,8 +2,10 @@
 ProxyCLIP applies to CLIP's values (docs/TEACHERS.md); CorrCLIP reads ``q + k`` of its last
 block instead (:meth:`ProxyViT.query_plus_key`).
 
-The architectures come from timm; the weights from a local file (``teacher.proxy_weights``)
-or from timm's Hugging Face cache, never from the network. Run the way ProxyCLIP runs DINO
+The architectures come from timm; the weights from a local file (``teacher.proxy_weights``),
+the file shipped in ``src/teacher/weights/`` (``tiny_shapes_dino``: a small ViT trained
+self-supervised on the shapes world by ``scripts/train_tiny_proxy.py``, docs/SHAPES_WORLD.md)
+or timm's Hugging Face cache, never from the network. Run the way ProxyCLIP runs DINO
 (``get_intermediate_layers(x)[0]``): patch embedding, class token, positional embedding
 (the 2-D table resized bicubically by the scale factor ``(n + 0.1) / n0`` unless the grid is
 the pretrained one), every block, the final norm; the patch tokens are the features.
@@ -15,6 +17,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +32,21 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+#: where shipped proxy weights live (beside the tiny CLIPs)
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
+
+
+#: the shapes-world proxy's architecture (timm ``VisionTransformer`` arguments); its recipe is
+#: ``scripts/train_tiny_proxy.py``
+TINY_SHAPES_DINO: tuple[tuple[str, Any], ...] = (
+    ("img_size", 96),
+    ("patch_size", 8),
+    ("embed_dim", 128),
+    ("depth", 4),
+    ("num_heads", 4),
+    ("mlp_ratio", 2.0),
+)
+
 
 @dataclass(frozen=True)
 class ProxySpec:
@@ -37,6 +55,16 @@ class ProxySpec:
     timm_name: str
     description: str
     original_file: str  #: the authors' release file that loads as well
+    timm_kwargs: tuple[tuple[str, Any], ...] = ()  #: overrides of the timm architecture
+    shipped: str | None = None  #: a file in src/teacher/weights/ used when no weights are given
+
+    def create(self) -> nn.Module:
+        """The timm model of this proxy, random weights, no classifier."""
+        import timm
+
+        return timm.create_model(
+            self.timm_name, pretrained=False, num_classes=0, **dict(self.timm_kwargs)
+        )
 
 
 PROXIES: dict[str, ProxySpec] = {
@@ -48,6 +76,13 @@ PROXIES: dict[str, ProxySpec] = {
     ),
     "dinov2_vitb14": ProxySpec(
         "vit_base_patch14_dinov2.lvd142m", "DINOv2 ViT-B/14", "dinov2_vitb14_pretrain.pth"
+    ),
+    "tiny_shapes_dino": ProxySpec(
+        "vit_tiny_patch16_224",
+        "shapes-world DINO ViT (patch 8, width 128, 4 blocks)",
+        "tiny_shapes_dino.pt",
+        timm_kwargs=TINY_SHAPES_DINO,
+        shipped="tiny_shapes_dino.pt",
     ),
 }
 
@@ -76,7 +111,19 @@ def _cached_file(timm_name: str) -> Path | None:
     return None
 
 
+def shipped_path(spec: ProxySpec) -> Path | None:
+    """Where ``spec``'s shipped weights file belongs (``src/teacher/weights/``), if it has one."""
+    return None if spec.shipped is None else SHIPPED_DIR / spec.shipped
+
+
 def _missing_weights(name: str | None, spec: ProxySpec, detail: str) -> UserError:
+    if spec.shipped is not None:
+        return UserError(
+            f"teacher.proxy={name} needs the {spec.description} weights: {detail}",
+            f"restore {shipped_path(spec)} (git checkout) or retrain it (python "
+            f"scripts/train_tiny_proxy.py) and leave teacher.proxy_weights null, or pass "
+            f"teacher.proxy_weights=/path/to/{spec.shipped} (a file that script wrote)",
+        )
     return UserError(
         f"teacher.proxy={name} needs the {spec.description} weights: {detail}",
         f"pass teacher.proxy_weights=/path/to/{spec.original_file} (the authors' file or a "
@@ -93,6 +140,11 @@ def resolve_proxy_weights(name: str | None, weights: str | os.PathLike | None) -
         if not path.is_file():
             raise _missing_weights(name, spec, f"teacher.proxy_weights={weights} is not a file")
         return path
+    shipped = shipped_path(spec)
+    if shipped is not None:
+        if not shipped.is_file():
+            raise _missing_weights(name, spec, f"the shipped file {shipped} is not there")
+        return shipped
     cached = _cached_file(spec.timm_name)
     if cached is None:
         raise _missing_weights(
@@ -203,12 +255,11 @@ def load_proxy(
     name: str, weights: str | os.PathLike | None = None, *, dtype: torch.dtype = torch.float32
 ) -> ProxyViT:
     """Build proxy ``name`` (timm) with its local weights; every failure is a UserError."""
-    import timm
     from timm.models.vision_transformer import checkpoint_filter_fn
 
     spec = proxy_spec(name)
     path = resolve_proxy_weights(name, weights)
-    model = timm.create_model(spec.timm_name, pretrained=False, num_classes=0)
+    model = spec.create()
     try:
         state = checkpoint_filter_fn(_read_state_dict(path), model)
         model.load_state_dict(state, strict=True)
@@ -216,9 +267,11 @@ def load_proxy(
         raise UserError(
             f"cannot load {path} as {spec.description} weights for teacher.proxy={name}: "
             f"{shorten(str(err))}",
-            f"pass the {spec.original_file} file or a timm '{spec.timm_name}' state dict",
+            f"pass the {spec.original_file} file written by scripts/train_tiny_proxy.py"
+            if spec.shipped is not None
+            else f"pass the {spec.original_file} file or a timm '{spec.timm_name}' state dict",
         ) from None
-    log.info("proxy %s (%s) loaded from %s", name, spec.timm_name, path)
+    log.info("proxy %s (%s) loaded from %s", name, spec.description, path)
     proxy = ProxyViT(model.to(dtype))
     proxy.requires_grad_(False)
     return proxy.eval()
