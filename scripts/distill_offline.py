@@ -34,7 +34,9 @@ PEARL = ["teacher=tiny_shapes_vit_plain", "teacher.head=pearl"]
 VOTE = ["teacher.masks=superpixels", "teacher.masks_options={method: felzenszwalb}",
         "teacher.vote=true"]  # fmt: skip
 #: name -> (teacher overrides, student overrides): the tiny RN CLIP; the plain tiny ViT with
-#: NACLIP, as is, with the class-balanced loss, and with PAMR too (docs/STUDENT.md)
+#: NACLIP, as is, with the class-balanced loss, with PAMR, with the region vote
+#: (``teacher.vote``) and with self-training after the teacher phase; with PEARL (issue 21's
+#: student comparison). Measured in docs/STUDENT.md ("Beating the NACLIP teacher")
 TEACHERS = {
     "tiny_shapes": (["teacher=tiny_shapes"], []),
     "tiny_shapes_vit_plain+naclip": (NACLIP, []),
