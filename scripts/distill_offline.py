@@ -29,8 +29,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 NACLIP = ["teacher=tiny_shapes_vit_plain", "teacher.head=naclip"]
+PEARL = ["teacher=tiny_shapes_vit_plain", "teacher.head=pearl"]
+#: a majority vote of the teacher's labels over felzenszwalb superpixels (teacher.vote)
+VOTE = ["teacher.masks=superpixels", "teacher.masks_options={method: felzenszwalb}",
+        "teacher.vote=true"]  # fmt: skip
 #: name -> (teacher overrides, student overrides): the tiny RN CLIP; the plain tiny ViT with
-#: NACLIP, as is, with the class-balanced loss, and with PAMR too (docs/STUDENT.md)
+#: NACLIP, as is, with the class-balanced loss, with PAMR, with the region vote
+#: (``teacher.vote``) and with self-training after the teacher phase; with PEARL (issue 21's
+#: student comparison). Measured in docs/STUDENT.md ("Beating the NACLIP teacher")
 TEACHERS = {
     "tiny_shapes": (["teacher=tiny_shapes"], []),
     "tiny_shapes_vit_plain+naclip": (NACLIP, []),
@@ -43,6 +49,17 @@ TEACHERS = {
     "tiny_shapes_vit_plain+naclip+pamr+balanced": (
         [*NACLIP, "teacher.refine=pamr"],
         ["student.class_balance=1"],
+    ),
+    "tiny_shapes_vit_plain+naclip+vote+balanced": ([*NACLIP, *VOTE], ["student.class_balance=1"]),
+    "tiny_shapes_vit_plain+pearl+balanced": (PEARL, ["student.class_balance=1"]),
+    # self-training after the teacher phase (the student's own labels from half the steps on)
+    "tiny_shapes_vit_plain+naclip+balanced+switch": (
+        NACLIP,
+        [
+            "student.class_balance=1",
+            "callbacks.pseudo_label_switch.enabled=true",
+            "callbacks.pseudo_label_switch.fraction=0.5",
+        ],
     ),
 }
 CLASSES = "data.class_names=[circle, square, triangle]"

@@ -42,6 +42,7 @@ from src.teacher.masks import (
 from src.teacher.pamr import pamr
 from src.teacher.precision import full_precision
 from src.teacher.refine import CLIP_LOGIT_SCALE
+from src.teacher.regions import region_vote as majority_vote
 from src.teacher.text import (
     cache_key,
     encode_class_names,
@@ -108,6 +109,11 @@ class DenseClipTeacher(pl.LightningModule):
         masks_options: the generator's settings beyond its defaults (``precomputed``: ``dir``;
             ``sam2``: ``checkpoint``; ``mask2former``: ``weights``); its maps are cached per
             image under ``cache_dir``.
+        vote: ``True``: every region's pixels take the region's most frequent class
+            (:func:`src.teacher.regions.region_vote`, CorrCLIP's map update) after any head,
+            as a refinement of its labels (needs ``masks``; ours, opt-in, measured in
+            docs/STUDENT.md); ``False`` (the default): only heads whose spec has a vote
+            (CorrCLIP) vote.
 
     With background words or a threshold the teacher has a background: its class scores gain a
     channel 0 for it (``has_background``), the data's background where it is counted.
@@ -139,6 +145,7 @@ class DenseClipTeacher(pl.LightningModule):
         logit_scale: float | None = None,
         masks: str | None = None,
         masks_options: Mapping[str, Any] | None = None,
+        vote: bool = False,
     ) -> None:
         super().__init__()
         # the keyword arguments that rebuild this teacher (the student stores them)
@@ -165,7 +172,11 @@ class DenseClipTeacher(pl.LightningModule):
             spec.precheck(HeadSetup(None, clip_model, proxy=proxy, proxy_weights=proxy_weights))
         #: the region masks (``teacher.masks``; ``None``: off), built before the CLIP loads
         masks = _masks_choice(masks, masks_options)
-        _check_regions(head, masks)  # before the generator loads its weights
+        if not isinstance(vote, bool):
+            raise UserError(f"teacher.vote={vote!r} is not true or false",
+                            "give teacher.vote=true (with teacher.masks) or teacher.vote=false")  # fmt: skip
+        self.vote = vote
+        _check_regions(head, masks, vote)  # before the generator loads its weights
         self.region_masks = (
             None if masks is None else RegionMasks(masks, masks_options, self.cache_dir)
         )
@@ -220,10 +231,10 @@ class DenseClipTeacher(pl.LightningModule):
         options = resolve_head_options(head, head_options)
         if masks is _KEEP:
             current = getattr(self, "region_masks", None)
-            _check_regions(head, None if current is None else current.name)
+            _check_regions(head, None if current is None else current.name, self.vote)
         else:
             chosen = _masks_choice(masks, masks_options)
-            _check_regions(head, chosen)
+            _check_regions(head, chosen, self.vote)
             self.region_masks = (
                 None if chosen is None else RegionMasks(chosen, masks_options, self.cache_dir)
             )
@@ -347,9 +358,12 @@ class DenseClipTeacher(pl.LightningModule):
 
     @property
     def region_vote(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
-        """The head's vote on the class scores with the region map (``None``: no masks, or
-        the head has none)."""
-        return None if self.region_masks is None else self.dense_head.spec.region_vote
+        """The vote on the class scores with the region map: the head's own, else the
+        majority vote with ``teacher.vote`` (``None``: no masks, or neither)."""
+        if self.region_masks is None:
+            return None
+        own = self.dense_head.spec.region_vote
+        return own if own is not None or not self.vote else majority_vote
 
     @torch.no_grad()
     def region_maps(
@@ -571,9 +585,9 @@ def _masks_choice(masks: str | None, options: Mapping[str, Any] | None) -> str |
     return str(masks)
 
 
-def _check_regions(head: str, masks: str | None) -> None:
+def _check_regions(head: str, masks: str | None, vote: bool = False) -> None:
     """A head that reads regions needs ``teacher.masks``; masks need a head that reads or
-    votes with them (one line each)."""
+    votes with them, or ``teacher.vote``; the vote needs masks (one line each)."""
     spec = head_spec(head)
     readers = [
         name
@@ -587,10 +601,17 @@ def _check_regions(head: str, masks: str | None) -> None:
             "teacher.masks=superpixels: no weights; teacher.masks=precomputed "
             "'teacher.masks_options={dir: /path/to/masks}')",
         )
-    if masks is not None and not spec.needs_regions and spec.region_vote is None:
+    if vote and masks is None:
+        raise UserError(
+            "teacher.vote=true votes over region masks, but teacher.masks is off",
+            "give teacher.masks=superpixels (no weights) or another generator: "
+            + " | ".join(registered_generators()),
+        )
+    if masks is not None and not vote and not spec.needs_regions and spec.region_vote is None:
         raise UserError(
             f"teacher.masks={masks} is set but teacher.head={head} reads no region masks",
-            "set teacher.masks=null, or use a head that reads them"
+            "set teacher.masks=null, add teacher.vote=true (each region takes its most "
+            "frequent class), or use a head that reads them"
             + (f": {', '.join(readers)}" if readers else ""),
         )
 

@@ -24,6 +24,7 @@ from src.teacher.heads import HeadSpec, register_head, unregister_head
 from src.teacher.heads.vit import tokens_to_features, vit_trunk
 from src.teacher.masks import PAD_REGION, RegionMasks, image_hash
 from src.teacher.model import DenseClipTeacher
+from src.teacher.regions import region_vote
 from src.web.segment import ModelRequest, Segmenter
 
 CPU = torch.device("cpu")
@@ -282,6 +283,47 @@ def test_bad_mask_input_is_one_line(heads, tmp_path: Path) -> None:
     with pytest.raises(UserError) as err:
         teacher.predict_logits(x, size=(45, 62), names=["floats"])
     assert "not an (H, W) integer region map" in _one_line(err)
+
+
+def test_vote_refines_any_head_over_the_masks(tmp_path: Path) -> None:
+    """``teacher.vote=true``: a head that neither reads nor votes (NACLIP) gets the
+    majority vote over the masks after its classes: exactly ``region_vote`` of its own scores,
+    one class per region, the pixels in no region (id 0) as they were."""
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    regions = _regions(45, 62)
+    np.savez(masks / "scene.npz", instance_mask=regions)
+    kw = {"clip_model": "dc-test-vit", "pretrained": None, "templates": "photo",
+          "class_names": ["cat", "dog", "sky"], "head": "naclip"}  # fmt: skip
+    torch.manual_seed(0)
+    plain = DenseClipTeacher(**kw)
+    torch.manual_seed(0)  # the same random CLIP
+    voting = DenseClipTeacher(**kw, masks="precomputed", masks_options={"dir": str(masks)},
+                              vote=True)  # fmt: skip
+    x = torch.from_numpy(_image()).permute(2, 0, 1)[None].float() / 64 - 2
+    before = plain.predict_logits(x)
+    after = voting.predict_logits(x, size=(45, 62), names=["scene"])
+    region_map = torch.from_numpy(regions)[None]
+    assert torch.equal(after, region_vote(before, region_map))
+    labels = after.argmax(1)[0]
+    for rid in range(3, 9):
+        inside = region_map[0] == rid
+        assert labels[inside].unique().numel() == 1
+        assert labels[inside][0] == torch.mode(before.argmax(1)[0][inside])[0]
+    none = region_map[0] == 0
+    assert torch.equal(after[0][:, none], before[0][:, none])
+    assert not torch.equal(after, before)  # the case bites: some pixels were outvoted
+    assert plain.region_vote is None and voting.region_vote is region_vote
+    with pytest.raises(UserError) as err:
+        DenseClipTeacher(**kw, vote=True)
+    assert "teacher.vote=true votes over region masks" in _one_line(err)
+    assert "teacher.masks=superpixels" in err.value.fix
+    with pytest.raises(UserError) as err:
+        DenseClipTeacher(**kw, masks="superpixels", vote="yes")
+    assert "teacher.vote='yes' is not true or false" in _one_line(err)
+    with pytest.raises(UserError) as err:
+        DenseClipTeacher(**kw, masks="superpixels")
+    assert "teacher.vote=true" in err.value.fix
 
 
 @pytest.mark.parametrize(("name", "option"), [("sam2", "checkpoint"), ("mask2former", "weights")])
