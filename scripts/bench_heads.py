@@ -10,7 +10,7 @@ is the batch over the median forward time, timed with the thread's CPU time on o
     python scripts/bench_heads.py --quick               # tiny only, seconds
     python scripts/bench_heads.py --out docs/bench_heads.json
     python scripts/bench_heads.py --device cuda --models ViT-B-16@448   # peak = CUDA memory
-    python scripts/bench_heads.py --heads maskclip --generators slic felzenszwalb  # + masks
+    python scripts/bench_heads.py --heads <head> --generators slic felzenszwalb  # + masks
 
 ``--generators``: a region-mask generator alone (``teacher.masks=superpixels`` with its
 ``method``; uncached), on shapes-world scenes resized to each model's size and batch, also in a
