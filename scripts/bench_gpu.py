@@ -456,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--device cpu is a smoke test: add --quick")
     if args.quick:
         args.teachers, args.sizes, args.dtypes, args.teacher_batch = (
-            ["dc-test-vit"],
+            ["tiny_shapes_vit_plain"],  # 4 blocks: every head runs (CorrCLIP needs 3)
             [64],
             ["bf16", "amp_bf16"],
             2,

@@ -67,7 +67,9 @@ def test_cpu_smoke_run_writes_a_gpu_section_and_keeps_other_keys(bench_gpu, tmp_
     data = json.loads(out.read_text())
     assert data["machine"] == {"cores": 2} and data["gpu"]["device"] == "cpu"
     teachers = data["gpu"]["teacher"]  # one row per head of the ViT teacher
-    heads = bench_gpu.teacher_heads_for("dc-test-vit")  # each in bf16 weights and autocast
+    heads = bench_gpu.teacher_heads_for(
+        "tiny_shapes_vit_plain"
+    )  # each in bf16 weights and autocast
     assert [t["head"] for t in teachers] == [h for h in heads for _ in range(2)]
     assert [t["dtype"] for t in teachers[:2]] == ["bf16", "amp_bf16"]
     for teacher in teachers:  # ProxyCLIP's proxy: random weights of its architecture
