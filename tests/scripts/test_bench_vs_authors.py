@@ -10,18 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.script_module import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
 EXT = Path("/tmp/ext")
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_vs_authors", ROOT / "scripts" / "bench_vs_authors.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_vs_authors")
 
 
 def test_without_the_checkouts_it_says_so_in_one_line(bench, tmp_path, capsys) -> None:

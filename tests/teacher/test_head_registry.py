@@ -3,9 +3,7 @@ module that registers a spec; everything else reads the list; a bad option is on
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,7 @@ from src.teacher.heads import (
 )
 from src.teacher.heads.vit import tokens_to_features, vit_trunk
 from src.teacher.model import DenseClipTeacher
+from tests.script_module import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,11 +50,7 @@ def toy():
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(name, register=True)
 
 
 def test_a_head_registered_from_a_test_module_is_offered_everywhere(toy) -> None:

@@ -7,7 +7,6 @@ world breaks the suite.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +21,7 @@ from src.data.shapes import ShapesConfig, render_scene
 from src.data.shapes_independent import IndependentConfig, render_independent
 from src.teacher.loading import shipped_weights
 from src.teacher.model import DenseClipTeacher
+from tests.script_module import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = ROOT / "src" / "teacher" / "weights"
@@ -29,12 +29,7 @@ N_SCENES = 24
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location(
-        "train_tiny_clip", ROOT / "scripts" / "train_tiny_clip.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train_tiny_clip")
 
 
 def fg_miou(teacher: DenseClipTeacher, samples) -> tuple[float, list[float]]:

@@ -4,7 +4,6 @@ scores, a missing file is one line, and its training script is reproducible."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from src.evaluation.metrics import SegmentationMetrics
 from src.teacher import proxy as proxy_module
 from src.teacher.model import DenseClipTeacher
 from src.teacher.proxy import load_proxy, resolve_proxy_weights
+from tests.script_module import load_script
 from tests.test_eval import compose_eval
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,12 +27,7 @@ SHAPES = ["data=shapes", "teacher=tiny_shapes_vit_plain", "data.eval_scale=null"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location(
-        "train_tiny_proxy", ROOT / "scripts" / "train_tiny_proxy.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train_tiny_proxy")
 
 
 def test_the_shipped_proxy_loads_offline_with_no_option() -> None:
