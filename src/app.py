@@ -14,8 +14,10 @@ are ``src.predict``'s (``conf/app.yaml`` extends ``conf/predict.yaml``).
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
+import signal
 import sys
 import threading
 from dataclasses import fields
@@ -206,6 +208,8 @@ def serve(cfg: DictConfig) -> dict[str, Any]:
         default_sliding_window=settings.sliding_window,
         max_upload_mb=upload_limit,
     )
+    if hasattr(signal, "SIGUSR1"):  # kill -USR1 <pid>: every thread's stack to the console
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: other machines can reach this page", host)
     log.info(

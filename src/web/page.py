@@ -13,6 +13,7 @@ import html
 import logging
 import os
 import shlex
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,10 @@ def handle(
 ) -> tuple[Any, ...]:
     """The Segment button: the outputs in the page's order; any error becomes the message.
     ``max_upload_mb``: images larger than this are refused (a message, not a model run)."""
+    started = time.perf_counter()
+    log.info("request: %s, classes %r, teacher %s, head %s, options %r, checkpoint %s",
+             Path(str(image)).name if image else None, classes, teacher, head or "-", options or "",
+             ckpt_path or "-")  # fmt: skip
     try:
         check_upload(image, max_upload_mb)
         request = model_request(teacher, head, options, ckpt_path)
@@ -153,7 +158,10 @@ def handle(
     except Exception as err:  # noqa: BLE001 - the page shows one line, the console the trace
         if not isinstance(err, UserError):
             log.exception("the request failed")
+        else:
+            log.info("request refused: %s", err)
         return (error_html(err), None, "", None, [], "", None)
+    log.info("request done in %.1f s: %s", time.perf_counter() - started, result.folder)
     ok = f'<p class="ok">Done: {html.escape(", ".join(result.class_names))}</p>'
     overlay, mask, confidence = page_pictures(result)
     return (ok, overlay, legend_html(result.legend), mask, confidence, result.timing(),
@@ -270,6 +278,9 @@ def build_page(
             inputs=[image, classes, teacher, head, options, ckpt, threshold, sliding],
             outputs=[status, overlay, legend, mask, gallery, timing, files],
             api_name="segment",
+            # a click while the page still counts the last request as open runs after it
+            # (Gradio's default, "once", drops it)
+            trigger_mode="always_last",
         )
     return page
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -59,3 +60,12 @@ def serving_app(tmp: Path, *overrides: str) -> Iterator[tuple[str, Path, int]]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def app_state(pid: int, log_path: Path, tail: int = 6000) -> str:
+    """The end of the app's console after asking it for every thread's stack (``SIGUSR1``,
+    which the app registers with ``faulthandler``): what a failing test shows of the app."""
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGUSR1)
+        time.sleep(1.0)
+    return log_path.read_text(errors="replace")[-tail:]

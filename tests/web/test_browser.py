@@ -15,7 +15,7 @@ import os
 import shutil
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from PIL import Image
 
 from src.data.shapes import ShapesConfig, render_scene
 from src.pictures.palette import prediction_palette
-from tests.web.serve import serving_app
+from tests.web.serve import app_state, serving_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -48,10 +48,12 @@ def fetch(url: str) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory) -> Iterator[tuple[str, Path]]:
-    """``python -m src.app`` on a free port; (its address, its run folder)."""
-    with serving_app(tmp_path_factory.mktemp("app")) as (url, run, _):
-        yield url, run
+def app(tmp_path_factory) -> Iterator[tuple[str, Path, Callable[[], str]]]:
+    """``python -m src.app`` on a free port; (its address, its run folder, what it says now:
+    the end of its console with every thread's stack)."""
+    tmp = tmp_path_factory.mktemp("app")
+    with serving_app(tmp) as (url, run, pid):
+        yield url, run, lambda: app_state(pid, tmp / "app.log")
 
 
 @pytest.fixture()
@@ -66,6 +68,7 @@ def browser(tmp_path: Path):
                 f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1400,1500",
                 "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]:  # fmt: skip
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the page's console
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         yield driver
@@ -90,12 +93,31 @@ def classes_of(rgb: np.ndarray) -> np.ndarray:
     return np.where(distance.min(-1) == 0, index, -1)
 
 
+def what_the_page_and_app_say(browser, run_dir: Path, app_console: Callable[[], str]) -> str:
+    """Why a request did not finish, as far as the page and the app tell (with a screenshot
+    in the app's run folder)."""
+    from selenium.webdriver.common.by import By
+
+    browser.save_screenshot(str(run_dir / "browser_test_failed.png"))
+    status = browser.find_element(By.CSS_SELECTOR, "#status").text
+    toasts = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".toast-body")]
+    try:
+        console = [e["message"] for e in browser.get_log("browser")][-20:]
+    except Exception as err:  # noqa: BLE001 - a driver without logs still gives the rest
+        console = [f"(no browser log: {err})"]
+    return (
+        f"the request did not finish: status {status!r}, messages {toasts}, browser console "
+        f"{console}, screenshot {run_dir / 'browser_test_failed.png'}\n"
+        f"the app's console:\n{app_console()}"
+    )
+
+
 def test_segment_a_scene_in_a_real_browser(app, browser, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    url, run_dir = app
+    url, run_dir, app_console = app
     scene = scene_with_every_shape()
     upload = tmp_path / "scene.png"
     Image.fromarray(scene.image).save(upload)
@@ -112,7 +134,10 @@ def test_segment_a_scene_in_a_real_browser(app, browser, tmp_path: Path) -> None
     browser.find_element(By.CSS_SELECTOR, "#classes textarea").send_keys(", ".join(CLASSES))
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#image img")))
     browser.find_element(By.CSS_SELECTOR, "#run").click()
-    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#status .ok")))
+    try:
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#status .ok")))
+    except Exception:
+        raise AssertionError(what_the_page_and_app_say(browser, run_dir, app_console)) from None
     overlay = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#overlay img")))
     wait.until(lambda d: d.execute_script("return arguments[0].naturalWidth", overlay) > 0)
     browser.save_screenshot(str(run_dir / "browser_test.png"))
@@ -151,9 +176,7 @@ def test_segment_a_scene_in_a_real_browser(app, browser, tmp_path: Path) -> None
             )
         )
     except Exception:
-        browser.save_screenshot(str(run_dir / "browser_test_failed.png"))
-        status = browser.find_element(By.CSS_SELECTOR, "#status").text
-        raise AssertionError(f"the second request did not finish: {status!r}") from None
+        raise AssertionError(what_the_page_and_app_say(browser, run_dir, app_console)) from None
     assert "model loaded" in browser.find_element(By.CSS_SELECTOR, "#timing").text
     legend = json.loads((run_dir / "requests" / "0002_scene" / "legend.json").read_text())
     assert legend["model"]["options"] == ["key_smoothing=true"]
