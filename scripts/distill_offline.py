@@ -36,7 +36,9 @@ VOTE = ["teacher.masks=superpixels", "teacher.masks_options={method: felzenszwal
 #: name -> (teacher overrides, student overrides): the tiny RN CLIP; the plain tiny ViT with
 #: NACLIP, as is, with the class-balanced loss, with PAMR, with the region vote
 #: (``teacher.vote``) and with self-training after the teacher phase; with PEARL (issue 21's
-#: student comparison). Measured in docs/STUDENT.md ("Beating the NACLIP teacher")
+#: student comparison); a student whose trunk is a trainable copy of the teacher's own ViT tower
+#: (``student=clip_finetune``, ``+vitstudent``; ``+vitstudent_lr1e-4``: a tenth of the
+#: experiment's AdamW learning rate). Measured in docs/STUDENT.md ("Beating the NACLIP teacher")
 TEACHERS = {
     "tiny_shapes": (["teacher=tiny_shapes"], []),
     "tiny_shapes_vit_plain+naclip": (NACLIP, []),
@@ -52,6 +54,19 @@ TEACHERS = {
     ),
     "tiny_shapes_vit_plain+naclip+vote+balanced": ([*NACLIP, *VOTE], ["student.class_balance=1"]),
     "tiny_shapes_vit_plain+pearl+balanced": (PEARL, ["student.class_balance=1"]),
+    "tiny_shapes_vit_plain+naclip+balanced+vitstudent": (
+        NACLIP,
+        ["student=clip_finetune", "student.class_balance=1"],
+    ),
+    "tiny_shapes_vit_plain+naclip+balanced+vitstudent_lr1e-4": (
+        NACLIP,
+        [
+            "student=clip_finetune",
+            "student.class_balance=1",
+            "student.lr=1e-4",
+            "student.min_lr=1e-6",
+        ],
+    ),  # fmt: skip
     # self-training after the teacher phase (the student's own labels from half the steps on)
     "tiny_shapes_vit_plain+naclip+balanced+switch": (
         NACLIP,
