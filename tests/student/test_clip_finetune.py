@@ -153,14 +153,16 @@ def test_fine_tuning_a_vit_moves_the_copy_not_the_teacher(vit_teacher, tmp_path)
         assert torch.equal(loaded.predict_logits(images), student.eval().predict_logits(images))
 
 
-def test_a_vit_student_exports_to_onnx_for_any_size(vit_teacher, tmp_path) -> None:
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_a_vit_student_exports_for_any_size(vit_teacher, tmp_path, fmt: str) -> None:
     """The positional table is resized in the graph (the traced rule), so the file runs on
     sizes the export never saw, the pretrained patch count included."""
-    pytest.importorskip("onnxruntime", reason="pip install -e '.[export]'")
-    from src.student.export import check_parity, export_student, parity_images
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime", reason="pip install -e '.[export]'")
+    from src.student.export import SUFFIXES, check_parity, export_student, parity_images
 
     student = tiny_student(vit_teacher, backbone="clip", head_channels=16).eval()
-    path = export_student(student, tmp_path / "vit.onnx", fmt="onnx")
+    path = export_student(student, tmp_path / f"vit{SUFFIXES[fmt]}", fmt=fmt)
     sizes = [(64, 64), (32, 128), (96, 80), (40, 70)]  # 16 patches twice (as is), resized twice
-    parity = check_parity(student, path, fmt="onnx", images=parity_images(sizes))
+    parity = check_parity(student, path, fmt=fmt, images=parity_images(sizes))
     assert parity["max_abs_diff"] < 1e-4 and parity["argmax_agree"] == 1.0
