@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 import torchvision.models as tvm
+from open_clip.transformer import VisionTransformer
 from torch import Tensor, nn
 
 from src.errors import UserError
@@ -231,8 +232,6 @@ class ClipViTBackbone(nn.Module):
 
     def __init__(self, visual: nn.Module) -> None:
         super().__init__()
-        from open_clip.transformer import VisionTransformer
-
         if not isinstance(visual, VisionTransformer):
             raise UserError(f"ClipViTBackbone needs an open_clip VisionTransformer, got a "
                             f"{type(visual).__name__}")  # fmt: skip
@@ -268,8 +267,6 @@ def build_clip_backbone(visual: nn.Module, *, output_stride: int = 8) -> nn.Modu
     :class:`ClipViTBackbone` (its stride is the patch size; ``output_stride`` does not apply),
     anything else through :class:`ClipResNetBackbone` (which refuses a tower that is not a
     ResNet CLIP in one line)."""
-    from open_clip.transformer import VisionTransformer
-
     if isinstance(visual, VisionTransformer):
         return ClipViTBackbone(visual)
     return ClipResNetBackbone(visual, output_stride=output_stride)
