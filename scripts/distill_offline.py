@@ -33,10 +33,18 @@ PEARL = ["teacher=tiny_shapes_vit_plain", "teacher.head=pearl"]
 #: a majority vote of the teacher's labels over felzenszwalb superpixels (teacher.vote)
 VOTE = ["teacher.masks=superpixels", "teacher.masks_options={method: felzenszwalb}",
         "teacher.vote=true"]  # fmt: skip
+BALANCED = "student.class_balance=1"
+#: the teacher's own image tower as the student's trunk (a trainable copy; for the tiny ViT,
+#: ClipViTBackbone) and a tenth of distill_folder's AdamW learning rate for it
+VIT_STUDENT = ["student=clip_finetune"]
+LOW_LR = ["student.lr=1e-4", "student.min_lr=1e-6"]
 #: name -> (teacher overrides, student overrides): the tiny RN CLIP; the plain tiny ViT with
 #: NACLIP, as is, with the class-balanced loss, with PAMR, with the region vote
 #: (``teacher.vote``) and with self-training after the teacher phase; with PEARL (issue 21's
-#: student comparison). Measured in docs/STUDENT.md ("Beating the NACLIP teacher")
+#: student comparison); a student whose trunk is a trainable copy of the teacher's own ViT tower
+#: (``student=clip_finetune``, ``+vitstudent``; ``_lr1e-4``: a tenth of the experiment's AdamW
+#: learning rate; with half or no class balance). Measured in docs/STUDENT.md ("Beating the
+#: NACLIP teacher")
 TEACHERS = {
     "tiny_shapes": (["teacher=tiny_shapes"], []),
     "tiny_shapes_vit_plain+naclip": (NACLIP, []),
@@ -52,6 +60,16 @@ TEACHERS = {
     ),
     "tiny_shapes_vit_plain+naclip+vote+balanced": ([*NACLIP, *VOTE], ["student.class_balance=1"]),
     "tiny_shapes_vit_plain+pearl+balanced": (PEARL, ["student.class_balance=1"]),
+    "tiny_shapes_vit_plain+naclip+balanced+vitstudent": (NACLIP, [*VIT_STUDENT, BALANCED]),
+    "tiny_shapes_vit_plain+naclip+balanced+vitstudent_lr1e-4": (
+        NACLIP,
+        [*VIT_STUDENT, BALANCED, *LOW_LR],
+    ),
+    "tiny_shapes_vit_plain+naclip+balanced0.5+vitstudent_lr1e-4": (
+        NACLIP,
+        [*VIT_STUDENT, "student.class_balance=0.5", *LOW_LR],
+    ),
+    "tiny_shapes_vit_plain+naclip+vitstudent_lr1e-4": (NACLIP, [*VIT_STUDENT, *LOW_LR]),
     # self-training after the teacher phase (the student's own labels from half the steps on)
     "tiny_shapes_vit_plain+naclip+balanced+switch": (
         NACLIP,

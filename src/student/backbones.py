@@ -1,4 +1,6 @@
-"""Dilated torchvision ResNets for the student (output stride 8 or 16, no classifier).
+"""Dilated torchvision ResNets for the student (output stride 8 or 16, no classifier), and the
+teacher CLIP's own image tower as a trainable trunk (:func:`build_clip_backbone`: a ResNet CLIP
+through :class:`ClipResNetBackbone`, a ViT CLIP through :class:`ClipViTBackbone`).
 
 ``build_backbone(depth=101, weights="imagenet")`` returns a :class:`ResNetBackbone` whose
 forward gives ``{"low": layer1, "out": layer4}``. ResNet-50/101 use torchvision's
@@ -15,9 +17,11 @@ from pathlib import Path
 
 import torch
 import torchvision.models as tvm
+from open_clip.transformer import VisionTransformer
 from torch import Tensor, nn
 
 from src.errors import UserError
+from src.teacher.heads.vit import run_block, vit_embed
 
 DEPTHS = (18, 34, 50, 101)
 _BUILDERS = {18: tvm.resnet18, 34: tvm.resnet34, 50: tvm.resnet50, 101: tvm.resnet101}
@@ -175,8 +179,10 @@ class ClipResNetBackbone(nn.Module):
         super().__init__()
         if not all(hasattr(visual, n) for n in ("layer1", "layer4", "attnpool")):
             raise UserError(
-                f"student.backbone=clip needs a ResNet CLIP, got a {type(visual).__name__}",
-                "use a ResNet teacher (rn50, tiny_shapes) or a torchvision backbone",
+                f"student.backbone=clip needs a ResNet or ViT CLIP (open_clip's ModifiedResNet "
+                f"or VisionTransformer), got a {type(visual).__name__}",
+                "use a ResNet or ViT teacher (rn50, tiny_shapes, vit_b16, tiny_shapes_vit_plain) "
+                "or a torchvision backbone (student.backbone=18 ... 101)",
             )
         if output_stride not in (8, 16, 32):
             raise UserError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
@@ -205,3 +211,62 @@ class ClipResNetBackbone(nn.Module):
         """``images`` (B, 3, H, W) -> ``{"low": layer1 (H/4), "out": layer4 (H/os)}``."""
         low = self.layer1(self.stem(images.to(self.stem[0].weight.dtype)))
         return {"low": low, "out": self.layer4(self.layer3(self.layer2(low)))}
+
+
+def _tokens_to_map(tokens: Tensor, grid: tuple[int, int]) -> Tensor:
+    """Patch tokens (B, gh*gw, C) -> (B, C, gh, gw)."""
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], grid[0], grid[1])
+
+
+class ClipViTBackbone(nn.Module):
+    """CLIP's own ViT image encoder (open_clip ``VisionTransformer``) as a trainable trunk:
+    patch embedding, class token, positional embedding (resized the authors' way for other
+    grids, :func:`~src.teacher.heads.vit.vit_embed`), ``ln_pre``, every block and ``ln_post``
+    (when the tower has no attentional pool), without the projection to the text space.
+
+    The output stride is the patch size (a ViT has no stride to dilate away); ``"out"`` is the
+    last block's patch tokens after ``ln_post``, ``"low"`` the first block's patch tokens
+    (DeepLabv3+'s skip, at the same stride); both (B, width, H/patch, W/patch), the class token
+    dropped. The projection and pooling parameters are removed (they would never train).
+    """
+
+    def __init__(self, visual: nn.Module) -> None:
+        super().__init__()
+        if not isinstance(visual, VisionTransformer):
+            raise UserError(f"ClipViTBackbone needs an open_clip VisionTransformer, got a "
+                            f"{type(visual).__name__}")  # fmt: skip
+        self.use_ln_post = getattr(visual, "attn_pool", None) is None
+        visual.proj = None  # the projection to the text space: not part of the trunk
+        if getattr(visual, "attn_pool", None) is not None:
+            visual.attn_pool = None
+        if getattr(visual, "attn_pool_contrastive", None) is not None:
+            visual.attn_pool_contrastive = None
+        if not self.use_ln_post:
+            visual.ln_post = nn.Identity()
+        self.visual = visual
+        width = int(visual.conv1.out_channels)
+        self.low_level_channels = width  #: channels of ``"low"`` (the first block's tokens)
+        self.out_channels = width  #: channels of ``"out"`` (the last block's, ``ln_post``)
+        self.output_stride = int(visual.conv1.stride[0])
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """``images`` (B, 3, H, W) -> ``{"low": (B, width, H/p, W/p), "out": (B, width, H/p,
+        W/p)}`` for patch size ``p`` (images cut to whole patches, as the teacher's heads)."""
+        x, grid = vit_embed(self.visual, images)
+        low = x
+        for i, block in enumerate(self.visual.transformer.resblocks):
+            x = run_block(block, x)
+            if i == 0:
+                low = x
+        out = self.visual.ln_post(x[:, 1:])
+        return {"low": _tokens_to_map(low[:, 1:], grid), "out": _tokens_to_map(out, grid)}
+
+
+def build_clip_backbone(visual: nn.Module, *, output_stride: int = 8) -> nn.Module:
+    """The teacher CLIP's image tower (a trainable copy) as the student's trunk: a ViT through
+    :class:`ClipViTBackbone` (its stride is the patch size; ``output_stride`` does not apply),
+    anything else through :class:`ClipResNetBackbone` (which refuses a tower that is not a
+    ResNet CLIP in one line)."""
+    if isinstance(visual, VisionTransformer):
+        return ClipViTBackbone(visual)
+    return ClipResNetBackbone(visual, output_stride=output_stride)

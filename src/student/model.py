@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from src.batch import BACKGROUND, CANDIDATES, IGNORE_INDEX, IMAGE, NAME, TARGET, UNLABELLED
 from src.errors import UserError
 from src.scoring import Windows, score_images
-from src.student.backbones import ClipResNetBackbone, build_backbone
+from src.student.backbones import build_backbone, build_clip_backbone
 from src.student.decoders import build_head
 from src.student.schedule import LabelSchedule
 from src.student.targets import build_targets, ignore_unlabelled, random_crops
@@ -45,7 +45,8 @@ class StudentNet(nn.Module):
     """Backbone + head + the text classifier (frozen text embeddings, learnable background).
 
     The backbone is a torchvision ResNet (``depth``, ``weights``), or, given ``visual``, CLIP's
-    own ResNet image encoder (a trainable copy, :class:`ClipResNetBackbone`).
+    own image encoder (a trainable copy: :class:`~src.student.backbones.ClipResNetBackbone` for
+    a ResNet CLIP, :class:`~src.student.backbones.ClipViTBackbone` for a ViT).
     """
 
     def __init__(
@@ -66,7 +67,7 @@ class StudentNet(nn.Module):
         dim = int(text_embeddings.shape[1])
         self.backbone: nn.Module
         if visual is not None:  # CLIP's own image encoder, fine-tuned (Figure 2's baseline)
-            self.backbone = ClipResNetBackbone(visual, output_stride=output_stride)
+            self.backbone = build_clip_backbone(visual, output_stride=output_stride)
         else:
             self.backbone = build_backbone(
                 depth=depth, weights=weights, output_stride=output_stride, num_stages=num_stages
@@ -163,9 +164,9 @@ class DenseClipPlus(pl.LightningModule):
         background: whether the protocol counts background (learnable class 0).
         unseen_indices: the unseen classes (indices into ``class_names``) for the metrics.
         backbone: ResNet depth (18, 34, 50, 101), or ``"clip"``: a trainable copy of the
-            teacher CLIP's own ResNet image encoder (Figure 2's fine-tuning baseline;
-            ``backbone_weights`` and ``backbone_stages`` do not apply); ``backbone_weights``:
-            imagenet/none/path.
+            teacher CLIP's own image encoder, ResNet or ViT (Figure 2's fine-tuning baseline;
+            ``backbone_weights`` and ``backbone_stages`` do not apply, nor ``output_stride``
+            to a ViT: its stride is the patch size); ``backbone_weights``: imagenet/none/path.
         backbone_stages: ResNet stages kept (4: the whole trunk, the paper's; 2 or 3: a
             shallow, cheap trunk for CPU runs).
         head: ``deeplabv2`` | ``deeplabv3plus`` | ``pspnet``; ``head_channels`` for the latter.

@@ -14,6 +14,7 @@ from src.errors import UserError
 from src.teacher import heads as heads_module
 from src.teacher.features import vit_dense
 from src.teacher.heads import resclip as resclip_module
+from src.teacher.heads import vit as vit_module
 from src.teacher.model import DenseClipTeacher
 from src.teacher.pamr import pamr
 
@@ -104,6 +105,20 @@ def test_authors_positional_embedding_rule() -> None:
     assert torch.allclose(resized[1:], by_factor.permute(0, 2, 3, 1).reshape(-1, 8))
     by_size = F.interpolate(table, size=(14, 21), mode="bicubic", align_corners=False)
     assert not torch.allclose(resized[1:], by_size.permute(0, 2, 3, 1).reshape(-1, 8))
+
+
+def test_the_traced_positional_embedding_follows_the_same_rule() -> None:
+    """What an exported ViT student records (any input size): the table as is for the
+    pretrained patch count, whatever the grid's shape, else the authors' bicubic resize."""
+    pos = torch.randint(-64, 64, (1 + 6 * 6, 8)).float() / 64
+    for grid in [(6, 6), (4, 9), (3, 12), (4, 4), (8, 8), (7, 5), (2, 13), (12, 12)]:
+        expected = heads_module.authors_pos_embed(pos, (6, 6), grid)
+        traced = vit_module._traced_pos_embed(pos, (6, 6), grid)
+        assert traced.shape == expected.shape == (1 + grid[0] * grid[1], 8)
+        if grid[0] * grid[1] == 36:
+            assert torch.equal(traced, expected), grid
+        else:
+            assert torch.allclose(traced, expected, atol=1e-5, rtol=0), grid
 
 
 @pytest.mark.parametrize("head", ["naclip", "resclip", "proxyclip"])

@@ -17,7 +17,12 @@ def authors_pos_embed(
 ) -> torch.Tensor:
     """(1 + gh*gw, C) positional embedding the authors' way: the pretrained table as is when
     the patch count is the pretrained one (even on another grid shape), else the 2-D table
-    resized bicubically by the scale factor ``(n + 0.1) / n0`` per axis."""
+    resized bicubically by the scale factor ``(n + 0.1) / n0`` per axis.
+
+    While tracing (ONNX / TorchScript export of a student with a ViT trunk) the same rule is
+    recorded for any input size by :func:`_traced_pos_embed`."""
+    if torch.jit.is_tracing():
+        return _traced_pos_embed(pos, grid0, grid)
     if grid[0] * grid[1] == grid0[0] * grid0[1]:
         return pos
     table = pos[1:].float().reshape(1, grid0[0], grid0[1], -1).permute(0, 3, 1, 2)
@@ -31,6 +36,48 @@ def authors_pos_embed(
     if tuple(table.shape[-2:]) != tuple(grid):  # guard against float rounding
         table = F.interpolate(table, size=grid, mode="bicubic", align_corners=False)
     table = table.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1).to(pos.dtype)
+    return torch.cat([pos[:1], table], dim=0)
+
+
+def _bicubic_matrix(size: torch.Tensor, size0: int) -> torch.Tensor:
+    """(size, size0) matrix of ``F.interpolate(mode="bicubic", align_corners=False)`` along one
+    axis with the scale factor ``(size + 0.1) / size0`` (``recompute_scale_factor=False``):
+    PyTorch's source coordinates, cubic convolution weights (A = -0.75) and border clamping,
+    built from a size that may be a traced tensor."""
+    a = -0.75
+    dst = torch.arange(size, dtype=torch.float32)
+    real = (dst + 0.5) * (size0 / (size.float() + 0.1)) - 0.5
+    base = torch.floor(real)
+    t = real - base
+
+    def near(x: torch.Tensor) -> torch.Tensor:  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x: torch.Tensor) -> torch.Tensor:  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    columns = torch.arange(size0, dtype=torch.float32)
+    matrix = torch.zeros_like(real)[:, None] * columns[None, :]
+    for offset, weight in ((-1, far(t + 1)), (0, near(t)), (1, near(1 - t)), (2, far(2 - t))):
+        index = (base + offset).clamp(0, size0 - 1)
+        matrix = matrix + weight[:, None] * (index[:, None] == columns[None, :]).float()
+    return matrix
+
+
+def _traced_pos_embed(
+    pos: torch.Tensor, grid0: tuple[int, int], grid: tuple[int, int]
+) -> torch.Tensor:
+    """:func:`authors_pos_embed` for a grid whose sizes are traced tensors: both branches
+    computed (the table as is, gathered to ``gh * gw`` rows; the bicubic resize as two
+    matrices) and the one the rule picks selected in the graph."""
+    gh, gw = (torch.as_tensor(g) for g in grid)
+    count0 = grid0[0] * grid0[1]
+    table = pos[1:].float().reshape(grid0[0], grid0[1], -1).permute(2, 0, 1)  # (C, h0, w0)
+    rows, cols = _bicubic_matrix(gh, grid0[0]), _bicubic_matrix(gw, grid0[1])
+    resized = torch.matmul(torch.matmul(rows, table), cols.transpose(0, 1))  # (C, gh, gw)
+    resized = resized.flatten(1).transpose(0, 1)  # (gh * gw, C)
+    as_is = pos[1:].float()[torch.arange(gh * gw) % count0]
+    table = torch.where(gh * gw == count0, as_is, resized).to(pos.dtype)
     return torch.cat([pos[:1], table], dim=0)
 
 
