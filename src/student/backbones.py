@@ -21,7 +21,7 @@ from open_clip.transformer import VisionTransformer
 from torch import Tensor, nn
 
 from src.errors import UserError
-from src.teacher.heads.vit import run_block, vit_embed
+from src.teacher.heads.vit import run_block, tokens_to_map, vit_embed
 
 DEPTHS = (18, 34, 50, 101)
 _BUILDERS = {18: tvm.resnet18, 34: tvm.resnet34, 50: tvm.resnet50, 101: tvm.resnet101}
@@ -213,11 +213,6 @@ class ClipResNetBackbone(nn.Module):
         return {"low": low, "out": self.layer4(self.layer3(self.layer2(low)))}
 
 
-def _tokens_to_map(tokens: Tensor, grid: tuple[int, int]) -> Tensor:
-    """Patch tokens (B, gh*gw, C) -> (B, C, gh, gw)."""
-    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], grid[0], grid[1])
-
-
 class ClipViTBackbone(nn.Module):
     """CLIP's own ViT image encoder (open_clip ``VisionTransformer``) as a trainable trunk:
     patch embedding, class token, positional embedding (resized the authors' way for other
@@ -259,7 +254,7 @@ class ClipViTBackbone(nn.Module):
             if i == 0:
                 low = x
         out = self.visual.ln_post(x[:, 1:])
-        return {"low": _tokens_to_map(low[:, 1:], grid), "out": _tokens_to_map(out, grid)}
+        return {"low": tokens_to_map(low[:, 1:], grid), "out": tokens_to_map(out, grid)}
 
 
 def build_clip_backbone(visual: nn.Module, *, output_stride: int = 8) -> nn.Module:

@@ -185,12 +185,17 @@ def self_attention(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a @ b.transpose(-2, -1)).mul_(a.shape[-1] ** -0.5)  # in place: one N x N buffer
 
 
+def tokens_to_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Patch tokens (B, gh*gw, C) -> a map (B, C, gh, gw)."""
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, grid[0], grid[1])
+
+
 def tokens_to_features(visual: VisionTransformer, tokens: torch.Tensor, grid) -> torch.Tensor:
     """Patch tokens (B, gh*gw, width) -> ``ln_post`` -> ``proj`` -> (B, D, gh, gw)."""
     y = visual.ln_post(tokens)
     if visual.proj is not None:
         y = y @ visual.proj
-    return y.transpose(1, 2).reshape(y.shape[0], -1, grid[0], grid[1])
+    return tokens_to_map(y, grid)
 
 
 def patch_keys(k: torch.Tensor, grid) -> torch.Tensor:
