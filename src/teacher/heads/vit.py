@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
+from src.teacher.packed_linear import linear
+
 
 def authors_pos_embed(
     pos: torch.Tensor, grid0: tuple[int, int], grid: tuple[int, int]
@@ -104,7 +106,7 @@ def _sdpa_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     attn: nn.MultiheadAttention = block.attn
     b, n, d = x.shape
     heads = attn.num_heads
-    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
+    qkv = linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
     q, k, v = qkv.view(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4).unbind(0)
     out = F.scaled_dot_product_attention(q, k, v)
     x = x + block.ls_1(attn.out_proj(out.transpose(1, 2).reshape(b, n, d)))
@@ -169,7 +171,7 @@ def split_qkv(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """q, k, v of ``ln_1(x)``, each (B, heads, N, head_dim)."""
     attn: nn.MultiheadAttention = block.attn
     b, n, d = x.shape
-    y = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
+    y = linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
     heads = attn.num_heads
     return tuple(t.reshape(b, n, heads, d // heads).transpose(1, 2) for t in y.chunk(3, dim=-1))
 
