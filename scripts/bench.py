@@ -443,6 +443,17 @@ def _vs_authors_section(section: dict[str, Any]) -> list[str]:
         )
         + ".",
         "",
+        *(
+            [
+                "Ours runs with the teacher's defaults, `teacher.packed_weights=true` among "
+                "them: on a CPU in fp32 the image towers' linear layers go through oneDNN with "
+                "their weights packed once (the same products to rounding; one more copy of "
+                "those weights in memory: the ProxyCLIP rows' peak; docs/TEACHERS.md).",
+                "",
+            ]
+            if section.get("ours_packed_weights")
+            else []
+        ),
         "Ours in bf16 (`--ours-precision bf16`, rows `bf16`) is a precision change, not an fp32 "
         "speed-up: bf16 weights and matrix products, the label-deciding parts (softmaxes, "
         "cosines, PAMR) in fp32; the authors' side is fp32 in every row. `labels agree`: the "

@@ -352,6 +352,17 @@ def build_ours(head: str, case: str, ext: Path, tmp: str, device: str, batch: in
 
 
 # ---------------------------------------------------------------------- workers and the runner
+def _default_packed_weights() -> bool:
+    """``DenseClipTeacher``'s default ``packed_weights`` (what :func:`build_ours` runs with)."""
+    import inspect
+
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from src.teacher.model import DenseClipTeacher
+
+    return bool(inspect.signature(DenseClipTeacher).parameters["packed_weights"].default)
+
+
 def class_labels(out, side: str):
     """The first image's (H, W) class labels from a forward's output: image-size logits (B, Q,
     H, W) of the queries (names) or (B, H, W) labels; queries are mapped to their class (the
@@ -645,6 +656,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         "quick": args.quick,
         "repeats": args.repeats,
         "ours_precisions": ours_precisions(args),
+        # build_ours takes the teacher's default (on a CPU in fp32: oneDNN with packed weights)
+        "ours_packed_weights": _default_packed_weights(),
         "rows": rows,
     }
     sys.path.insert(0, str(SCRIPTS))
