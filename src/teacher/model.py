@@ -33,13 +33,13 @@ from src.teacher.heads import (
     resolve_head_options,
 )
 from src.teacher.loading import create_clip, inplace_quick_gelu, warn_unknown_words
-from src.teacher.packed_linear import pack_linear_weights, plain_linear_layers
 from src.teacher.masks import (
     PAD_REGION,
     RegionMasks,
     registered_generators,
     resolve_generator_options,
 )
+from src.teacher.packed_linear import pack_linear_weights, plain_linear_layers
 from src.teacher.pamr import pamr
 from src.teacher.precision import full_precision
 from src.teacher.refine import CLIP_LOGIT_SCALE
@@ -83,7 +83,7 @@ class DenseClipTeacher(pl.LightningModule):
             under an outer ``torch.autocast``.
         packed_weights: on a CPU in float32, the image tower's (and proxy's) linear layers
             through oneDNN with their weights packed once (:mod:`src.teacher.packed_linear`:
-            the same products to rounding, about 1.25x faster for a ViT-B/16; one more copy of
+            the same products to rounding, 1.14-1.16x images/s for a ViT-B/16; one more copy of
             those weights in memory); ``False``: ``F.linear`` (MKL) everywhere.
         compile: ``torch.compile`` the dense head's forward (the CLIP tower and the head; opt-in,
             for GPUs: ``make bench-gpu`` measures it; the first batch of each new input shape

@@ -4,16 +4,19 @@
 On a CPU, ``F.linear`` in float32 runs MKL's GEMM on the plain weight; oneDNN with the weight
 reordered once into its blocked layout computes the same products 1.14-1.30x faster at a
 ViT-B/16's shapes (197 x 768 by 768 x 2304 / 3072, one thread, AMD EPYC with AVX-512; MKL
-1.8e-6, oneDNN 3.6e-6 from a float64 reference), about 1.25x on a whole NACLIP forward
-(docs/TEACHERS.md). The price is a second copy of the packed weights (ViT-B/16's image tower:
-+344 MB).
+1.8e-6, oneDNN 3.6e-6 from a float64 reference), 1.14-1.16x on a whole ViT-B/16 NACLIP
+forward (docs/TEACHERS.md). The price is a second copy of the packed weights (ViT-B/16's image
+tower: +344 MB). ViT towers and proxies gain; a ResNet tower's convolutions are untouched.
 
 Only weights registered by :func:`pack_linear_weights` are packed, and only where nothing is
-recorded for autograd, the input and weight are float32 on a CPU, the product has at least
-:data:`MIN_MULTIPLY_ADDS` multiply-adds and no tracer, compiler or
-ONNX export is running (those see ``F.linear``); anywhere else, and if this PyTorch build has no
-oneDNN linear, :func:`linear` is ``F.linear``. A weight changed in place (``load_state_dict``)
-or moved is packed again on its next use.
+recorded for autograd, no autocast is on, the input and weight are float32 on a CPU (and not
+inference tensors, which keep no version counter), the product has at least
+:data:`MIN_MULTIPLY_ADDS` multiply-adds and no tracer, compiler or ONNX export is running
+(those see ``F.linear``); anywhere else, and if this PyTorch build has no oneDNN linear,
+:func:`linear` is ``F.linear``. A weight changed in place by a tracked operation
+(``load_state_dict``, ``copy_``) or moved is packed again on its next use; a write through
+``.data`` is not seen (it leaves the version counter alone). Used off the CPU (or in another
+dtype), a weight's packed copy is released.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from torch import nn
 #: (keyed by id: a tensor's ``==`` is elementwise, so tensors cannot be weak dictionary keys)
 _PACKED: dict[int, list] = {}
 _LOCK = threading.Lock()
-#: smaller products (multiply-adds) stay on ``F.linear``: below about 4M, oneDNN's per-call
-#: cost outweighs its faster kernel (65 x 128 by 128 x 128: 0.77x; 197 x 256 by 256 x 768: 1.11x)
+#: smaller products (multiply-adds) stay on ``F.linear``, where oneDNN's per-call cost eats
+#: its faster kernel (65 x 128 by 128 x 128, 1M: 0.77x; 65 x 128 by 128 x 512, 4M: 1.02x;
+#: 197 x 256 by 256 x 768, 39M: 1.11x)
 MIN_MULTIPLY_ADDS = 1 << 23
 _STATE = {"usable": None}  # None: not probed yet; False: this build has no oneDNN linear
 
@@ -97,11 +101,23 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         and x.device.type == "cpu"
         and weight.device.type == "cpu"
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and not torch.is_autocast_enabled("cpu")
+        and not weight.is_inference()
         and (entry := _entry(weight)) is not None
         and _ops_available()
     ):
         return torch.ops.mkldnn._linear_pointwise(x, _packed(entry, weight), bias, "none", [], "")
+    if weight.device.type != "cpu" or weight.dtype != torch.float32:
+        _release(weight)
     return F.linear(x, weight, bias)
+
+
+def _release(weight: torch.Tensor) -> None:
+    """Drop ``weight``'s packed copy (moved off the CPU or cast: it would never be used)."""
+    entry = _PACKED.get(id(weight))
+    if entry is not None and entry[2] is not None and entry[0]() is weight:
+        with _LOCK:
+            entry[1] = entry[2] = None
 
 
 class PackedLinear(nn.Linear):

@@ -77,6 +77,20 @@ def test_state_dict_and_parameters_unchanged_by_packing():
 
 
 @needs_onednn
+def test_packed_copy_released_when_the_weight_leaves_float32():
+    model = nn.Sequential(_layer())
+    pack_linear_weights(model)
+    x = _grid(197, 256, seed=9)
+    with torch.no_grad():
+        model(x)
+        assert _packed_of(model[0].weight) is not None
+        model.double()  # as .to("cuda") would: the packed float32 copy can never be used
+        out = model(x.double())
+    assert _packed_of(model[0].weight) is None
+    assert out.dtype == torch.float64
+
+
+@needs_onednn
 def test_weight_changed_in_place_is_packed_again():
     layer = _layer()
     pack_linear_weights(nn.Sequential(layer))
@@ -91,7 +105,9 @@ def test_weight_changed_in_place_is_packed_again():
     )
 
 
-@pytest.mark.parametrize("case", ["grad", "bf16", "small", "unregistered", "trace"])
+@pytest.mark.parametrize(
+    "case", ["grad", "bf16", "small", "unregistered", "trace", "autocast", "inference"]
+)
 def test_packed_path_not_taken_where_it_does_not_qualify(case):
     layer = _layer()
     if case != "unregistered":
@@ -117,12 +133,26 @@ def test_packed_path_not_taken_where_it_does_not_qualify(case):
         assert torch.equal(out, F.linear(x, layer.weight, layer.bias))
         assert not registered(layer.weight)
         return
+    elif case == "autocast":  # an outer autocast lowers the product, as for F.linear
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            out = linear(x, layer.weight, layer.bias)
+            expected = F.linear(x, layer.weight, layer.bias)
+        assert out.dtype == torch.bfloat16
+        assert torch.equal(out, expected)
+    elif case == "inference":  # weights made in inference mode keep no version counter
+        with torch.inference_mode():
+            frozen = _layer()
+        pack_linear_weights(nn.Sequential(frozen))
+        with torch.inference_mode():
+            out = linear(x, frozen.weight, frozen.bias)
+        assert torch.equal(out, F.linear(x, frozen.weight, frozen.bias))
+        assert _packed_of(frozen.weight) is None
     elif case == "trace":
         traced = torch.jit.trace(PackedLinearHolder(layer), x)
         assert "mkldnn" not in str(traced.graph)
         with torch.no_grad():
             torch.testing.assert_close(traced(x), F.linear(x, layer.weight, layer.bias))
-    if case in ("grad", "bf16", "small"):
+    if case in ("grad", "bf16", "small", "autocast"):
         assert _packed_of(layer.weight) is None  # never packed
 
 
