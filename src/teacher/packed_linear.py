@@ -28,8 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: id(registered weight) -> [weak reference to it, (data pointer, version) packed, packed weight]
-#: (keyed by id: a tensor's ``==`` is elementwise, so tensors cannot be weak dictionary keys)
+#: id(registered weight) -> [weak reference to it, ((data pointer, version), packed weight) or
+#: None until first use]; the pair is replaced whole, so a reader never sees a key with another
+#: key's packed weight (keyed by id: a tensor's ``==`` is elementwise, so tensors cannot be weak
+#: dictionary keys)
 _PACKED: dict[int, list] = {}
 _LOCK = threading.Lock()
 #: smaller products (multiply-adds) stay on ``F.linear``, where oneDNN's per-call cost eats
@@ -73,16 +75,20 @@ def _entry(weight: torch.Tensor) -> list | None:
 def _register(weight: torch.Tensor) -> None:
     if _entry(weight) is None:
         i = id(weight)
-        _PACKED[i] = [weakref.ref(weight, lambda _, i=i: _PACKED.pop(i, None)), None, None]
+        _PACKED[i] = [weakref.ref(weight, lambda _, i=i: _PACKED.pop(i, None)), None]
 
 
 def _packed(entry: list, weight: torch.Tensor) -> torch.Tensor:
     key = (weight.data_ptr(), weight._version)
-    with _LOCK:
-        if entry[1] != key:  # first use, or changed in place / moved since
-            entry[2] = torch.ops.mkldnn._reorder_linear_weight(weight.detach())
-            entry[1] = key
-        return entry[2]
+    state = entry[1]
+    if state is not None and state[0] == key:
+        return state[1]
+    with _LOCK:  # first use, or changed in place / moved since: packed once
+        state = entry[1]
+        if state is None or state[0] != key:
+            state = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach()))
+            entry[1] = state
+        return state[1]
 
 
 def registered(weight: torch.Tensor) -> bool:
@@ -115,9 +121,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 def _release(weight: torch.Tensor) -> None:
     """Drop ``weight``'s packed copy (moved off the CPU or cast: it would never be used)."""
     entry = _PACKED.get(id(weight))
-    if entry is not None and entry[2] is not None and entry[0]() is weight:
-        with _LOCK:
-            entry[1] = entry[2] = None
+    if entry is not None and entry[1] is not None and entry[0]() is weight:
+        entry[1] = None
 
 
 class PackedLinear(nn.Linear):

@@ -43,7 +43,8 @@ def _layer(k: int = 256, n: int = 512) -> nn.Linear:
 
 
 def _packed_of(weight: torch.Tensor):
-    return pl._entry(weight)[2]
+    state = pl._entry(weight)[1]
+    return None if state is None else state[1]
 
 
 @needs_onednn
